@@ -1,0 +1,29 @@
+# The README's two commands: `make demo` and `make test`. Both set everything up
+# themselves on a machine that has only Python 3.11.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+# torch goes in first, and only where the venv has none, so that a CUDA build that is
+# already there is kept; everything else comes from requirements.txt.
+$(STAMP): requirements.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$$(grep '^torch==' requirements.txt)"
+	grep -v '^torch==' requirements.txt | $(PY) -m pip install -q -r /dev/stdin
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
+
+test: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q tests
+
+clean:
+	rm -rf demo build *.egg-info

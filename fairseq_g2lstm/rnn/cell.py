@@ -1,0 +1,105 @@
+"""One LSTM time step after the matrix products: the pointwise part of the cell.
+
+Shapes: N rows (batch), H hidden units; pre-activations and gates are [N, 4H] in the
+block order of :mod:`fairseq_g2lstm.gates` (i, f, g, o).
+
+Three faces of the same step:
+
+* :func:`cell_step` - differentiable, built from :func:`activate_gates`; the reference.
+* :func:`cell_forward` / :func:`cell_backward` - the same step written into
+  preallocated buffers, with a hand-written backward that needs only the saved gates,
+  ``c_{t-1}`` and ``tanh(c_t)``. The fused sequence loop and :class:`CellFunction`
+  both use them, so the step's forward and backward math lives here once.
+* :class:`CellFunction` - an autograd Function around them, for step-by-step decoding.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ..gates import GateSpec, activate_gates, gate_preact_grad
+
+_I, _F, _G, _O = range(4)
+
+
+def _blocks(t: Tensor):
+    return t.chunk(4, dim=-1)
+
+
+def cell_step(preact: Tensor, c_prev: Tensor, spec: GateSpec, noise: Optional[Tensor] = None):
+    """Reference step. preact [N,4H], c_prev [N,H], noise [N,2H] or None -> (h, c) [N,H]."""
+    i, f, g, o = _blocks(activate_gates(preact, spec, noise))
+    c = f * c_prev + i * g
+    return o * torch.tanh(c), c
+
+
+def cell_forward(
+    preact: Tensor, c_prev: Tensor, spec: GateSpec, noise: Optional[Tensor],
+    gates_out: Tensor, c_out: Tensor, tanh_c_out: Tensor, h_out: Tensor,
+) -> None:
+    """Fused step into preallocated buffers.
+
+    preact: [N,4H];  c_prev: [N,H];  noise: [N,2H] or None.
+    gates_out: [N,4H] receives the activated gates (it may be ``preact`` itself).
+    c_out, tanh_c_out, h_out: [N,H] receive c_t, tanh(c_t) and h_t.
+    """
+    activate_gates(preact, spec, noise, out=gates_out)
+    i, f, g, o = _blocks(gates_out)
+    torch.mul(f, c_prev, out=c_out).addcmul_(i, g)
+    torch.tanh(c_out, out=tanh_c_out)
+    torch.mul(o, tanh_c_out, out=h_out)
+
+
+def cell_backward(
+    grad_h: Tensor, grad_c: Tensor, gates: Tensor, c_prev: Tensor, tanh_c: Tensor,
+    spec: GateSpec, grad_preact_out: Tensor, grad_c_prev_out: Tensor,
+) -> None:
+    """Hand-written backward of :func:`cell_forward`.
+
+    grad_h: [N,H] dL/dh_t;  grad_c: [N,H] dL/dc_t from step t+1 (not through h_t).
+    gates: [N,4H] activated;  c_prev, tanh_c: [N,H].
+    grad_preact_out: [N,4H] receives dL/d(pre-activations).
+    grad_c_prev_out: [N,H] receives dL/dc_{t-1}; it may alias ``grad_c``.
+    """
+    i, f, g, o = _blocks(gates)
+    d_i, d_f, d_g, d_o = _blocks(grad_preact_out)
+    grad_c_total = grad_c + grad_h * o * (1.0 - tanh_c * tanh_c)
+    torch.mul(grad_c_total, g, out=d_i)
+    torch.mul(grad_c_total, c_prev, out=d_f)
+    torch.mul(grad_c_total, i, out=d_g)
+    torch.mul(grad_h, tanh_c, out=d_o)
+    gate_preact_grad(grad_preact_out, gates, spec, out=grad_preact_out)
+    torch.mul(grad_c_total, f, out=grad_c_prev_out)
+
+
+class CellFunction(torch.autograd.Function):
+    """(preact [N,4H], c_prev [N,H], noise [N,2H] or None, spec) -> (h [N,H], c [N,H]).
+
+    One autograd node per step instead of a dozen, and no noise kept for backward.
+    """
+
+    @staticmethod
+    def forward(ctx, preact: Tensor, c_prev: Tensor, noise: Optional[Tensor], spec: GateSpec):
+        gates = torch.empty_like(preact)
+        c, tanh_c, h = (torch.empty_like(c_prev) for _ in range(3))
+        cell_forward(preact, c_prev, spec, noise, gates, c, tanh_c, h)
+        ctx.spec = spec
+        ctx.save_for_backward(gates, c_prev, tanh_c)
+        return h, c
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_h: Tensor, grad_c: Tensor):
+        gates, c_prev, tanh_c = ctx.saved_tensors
+        grad_preact = torch.empty_like(gates)
+        grad_c_prev = torch.empty_like(c_prev)
+        cell_backward(grad_h, grad_c, gates, c_prev, tanh_c, ctx.spec, grad_preact, grad_c_prev)
+        return grad_preact, grad_c_prev, None, None
+
+
+def fused_cell_step(
+    preact: Tensor, c_prev: Tensor, spec: GateSpec, noise: Optional[Tensor] = None
+) -> Tuple[Tensor, Tensor]:
+    """Fused step with the same contract as :func:`cell_step`."""
+    return CellFunction.apply(preact, c_prev, noise, spec)

@@ -1,0 +1,207 @@
+"""G2LSTM: a multi-layer, optionally bidirectional LSTM with G2 gates.
+
+It mirrors ``torch.nn.LSTM`` (sequence-first, same parameter names and layouts, the
+same ``[layers * directions, B, H]`` state layout), so ``load_state_dict`` moves weights
+between the two; in plain mode it computes what ``nn.LSTM`` computes. Two additions:
+
+* ``lengths``: padding-aware. Inputs are right-padded; a sentence's outputs and final
+  state do not depend on the padding around it.
+* per-layer bidirectionality (``bidirectional=[True, False]``): the paper's encoder has
+  a bidirectional first layer under unidirectional ones.
+
+Dropout applies between layers only (non-recurrent connections), as in ``nn.LSTM``.
+"""
+import math
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..gates import NUM_GATES, NUM_NOISY_GATES, GateConfig, GateSpec, sample_gate_noise
+from .sequence import sequence_fused, sequence_reference
+
+KERNELS = ("auto", "cuda", "torch", "reference")
+
+
+def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
+    """Reverse each row's first ``lengths[b]`` steps; padding stays in place.
+
+    x: [T,B,C]; lengths: [B]. Applying it twice gives ``x`` back.
+    """
+    steps = x.shape[0]
+    lengths = lengths.to(x.device)
+    if bool((lengths == steps).all()):
+        return x.flip(0)
+    t = torch.arange(steps, device=x.device).unsqueeze(1)  # [T,1]
+    index = torch.where(t < lengths, lengths - 1 - t, t)  # [T,B]
+    return x.gather(0, index.unsqueeze(2).expand_as(x))
+
+
+class G2LSTM(nn.Module):
+    """Multi-layer LSTM with G2 gates.
+
+    Args:
+        input_size: features of the input, I.
+        hidden_size: units per direction, H.
+        num_layers: stacked layers, L.
+        bidirectional: ``True``/``False`` for every layer, or one bool per layer.
+        dropout: dropout on each layer's output except the last.
+        gate: the gate flags (mode, temperature, noise probability, eval).
+        kernel: ``auto`` (the CUDA kernel on CUDA tensors, else the fused torch loop),
+            ``cuda``, ``torch`` or ``reference`` (the plain autograd loop, for tests).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: Union[bool, Sequence[bool]] = False,
+        dropout: float = 0.0,
+        gate: GateConfig = GateConfig(),
+        kernel: str = "auto",
+    ):
+        super().__init__()
+        if isinstance(bidirectional, bool):
+            bidirectional = [bidirectional] * num_layers
+        if len(bidirectional) != num_layers:
+            raise ValueError(f"bidirectional has {len(bidirectional)} entries for {num_layers} layers")
+        if kernel not in KERNELS:
+            raise ValueError(f"--gate-kernel must be one of {', '.join(KERNELS[:3])}; got {kernel!r}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = list(bidirectional)
+        self.dropout = dropout
+        self.gate = gate
+        self.kernel = kernel
+        self._param_names: List[Tuple[str, str, str, str]] = []
+        layer_input = input_size
+        for layer, bidir in enumerate(self.bidirectional):
+            for suffix in ("", "_reverse")[: 1 + bidir]:
+                names = tuple(f"{kind}_l{layer}{suffix}" for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                shapes = ((NUM_GATES * hidden_size, layer_input), (NUM_GATES * hidden_size, hidden_size),
+                          (NUM_GATES * hidden_size,), (NUM_GATES * hidden_size,))
+                for name, shape in zip(names, shapes):
+                    self.register_parameter(name, nn.Parameter(torch.empty(shape)))
+                self._param_names.append(names)
+            layer_input = hidden_size * (1 + bidir)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """``nn.LSTM``'s initialisation: uniform in +-1/sqrt(H)."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size * (1 + self.bidirectional[-1])
+
+    @property
+    def num_directions(self) -> List[int]:
+        return [1 + b for b in self.bidirectional]
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}, dropout={self.dropout}, gate={self.gate}")
+
+    # --- interop with torch.nn.LSTM -------------------------------------------------
+    @classmethod
+    def from_native(cls, lstm: nn.LSTM, gate: GateConfig = GateConfig(), **kwargs) -> "G2LSTM":
+        """A G2LSTM holding a copy of ``lstm``'s weights."""
+        if lstm.batch_first or lstm.proj_size or not lstm.bias:
+            raise ValueError("only seq-first nn.LSTM with biases and no projection converts")
+        model = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bidirectional,
+                    lstm.dropout, gate, **kwargs)
+        model.load_state_dict(lstm.state_dict())
+        return model.to(next(lstm.parameters()).device)
+
+    def to_native(self) -> nn.LSTM:
+        """An ``nn.LSTM`` with a copy of these weights (uniform bidirectionality only)."""
+        if len(set(self.bidirectional)) != 1:
+            raise ValueError("nn.LSTM has one bidirectional flag for all layers")
+        lstm = nn.LSTM(self.input_size, self.hidden_size, self.num_layers,
+                       dropout=self.dropout, bidirectional=self.bidirectional[0])
+        lstm.load_state_dict(self.state_dict())
+        return lstm.to(self.weight_ih_l0.device)
+
+    # --- forward ----------------------------------------------------------------------
+    def forward(
+        self,
+        x: Tensor,
+        lengths: Optional[Tensor] = None,
+        state: Optional[Tuple[Tensor, Tensor]] = None,
+        noise: Optional[Sequence[Optional[Tensor]]] = None,
+    ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        """
+        x:       [T,B,I], right-padded.
+        lengths: [B] real steps per row (None: all T).
+        state:   (h0, c0), each [D_total,B,H] with D_total = sum of directions over layers.
+        noise:   optional explicit i/f noise, one [T,B,2H] tensor per (layer, direction)
+                 in parameter order; a debug hook that lets two paths see the same draws.
+        Returns out [T,B,H*D_last] (zero at padding) and (h_n, c_n), each [D_total,B,H].
+        """
+        steps, batch, _ = x.shape
+        if lengths is None:
+            lengths = torch.full((batch,), steps, dtype=torch.long)
+        lengths = lengths.cpu()
+        order = None
+        if self.kernel != "reference" and bool((lengths[:-1] < lengths[1:]).any()):
+            order = torch.sort(lengths, descending=True, stable=True).indices
+            x, lengths = x.index_select(1, order.to(x.device)), lengths[order]
+            if state is not None:
+                state = tuple(s.index_select(1, order.to(s.device)) for s in state)
+        out, h_n, c_n = self._forward_sorted(x, lengths, state, noise)
+        if order is not None:
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(batch)
+            inverse = inverse.to(x.device)
+            out, h_n, c_n = out.index_select(1, inverse), h_n.index_select(1, inverse), c_n.index_select(1, inverse)
+        return out, (h_n, c_n)
+
+    def _forward_sorted(self, x, lengths, state, noise):
+        steps, batch, _ = x.shape
+        spec = self.gate.resolve(self.training)
+        run = self._sequence_runner(x)
+        total_dirs = len(self._param_names)
+        if state is None:
+            zeros = x.new_zeros(total_dirs, batch, self.hidden_size)
+            state = (zeros, zeros)
+        h_n, c_n, k = [], [], 0
+        for layer, dirs in enumerate(self.num_directions):
+            outs = []
+            for direction in range(dirs):
+                w_ih, w_hh, b_ih, b_hh = (getattr(self, n) for n in self._param_names[k])
+                inp = x if direction == 0 else reverse_padded(x, lengths)
+                x_proj = F.linear(inp, w_ih, b_ih + b_hh)  # [T,B,4H], one product for all steps
+                eps = self._noise(noise, k, spec, steps, batch, x)
+                out, h, c = run(x_proj, w_hh, state[0][k], state[1][k], lengths, spec, eps)
+                outs.append(out if direction == 0 else reverse_padded(out, lengths))
+                h_n.append(h)
+                c_n.append(c)
+                k += 1
+            x = outs[0] if dirs == 1 else torch.cat(outs, dim=2)
+            if self.dropout > 0 and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, self.training)
+        return x, torch.stack(h_n), torch.stack(c_n)
+
+    def _noise(self, noise, k: int, spec: GateSpec, steps: int, batch: int, like: Tensor) -> Optional[Tensor]:
+        if noise is not None:
+            return noise[k]
+        if not spec.noisy:
+            return None
+        shape = (steps, batch, NUM_NOISY_GATES * self.hidden_size)
+        return sample_gate_noise(shape, spec.noise_prob, device=like.device, dtype=like.dtype)
+
+    def _sequence_runner(self, x: Tensor):
+        if self.kernel == "reference":
+            return sequence_reference
+        if self.kernel == "cuda" or (self.kernel == "auto" and x.is_cuda):
+            from ..cuda import cuda_sequence_runner
+
+            runner = cuda_sequence_runner(required=self.kernel == "cuda")
+            if runner is not None:
+                return runner
+        return sequence_fused

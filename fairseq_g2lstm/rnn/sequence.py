@@ -1,0 +1,126 @@
+"""One LSTM direction over a whole (padded) sequence, after its input projection.
+
+Shapes: T steps, B batch, H hidden. Inputs are right-padded: row ``b`` holds
+``lengths[b]`` real steps, then padding. At padding steps a row's state stays as it was
+(so its final state is the state after its last real step) and its output is zero.
+
+* :func:`sequence_reference` - a plain autograd loop over :func:`cell_step` with masks;
+  simple, any length order, the path every faster one is tested against.
+* :class:`SequenceFunction` - the fast CPU path: rows sorted by decreasing length,
+  so step t works on the first ``batch_sizes[t]`` rows only; preallocated buffers;
+  a hand-written backward that runs the pointwise backward in a reverse loop and
+  computes the recurrent weight gradient as one matrix product afterwards.
+"""
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ..gates import GateSpec
+from .cell import cell_backward, cell_forward, cell_step
+
+
+def batch_sizes_for(lengths: Tensor, steps: int) -> List[int]:
+    """Rows active at each step, for lengths [B] sorted in decreasing order."""
+    steps_range = torch.arange(steps, device=lengths.device)
+    return (lengths.unsqueeze(0) > steps_range.unsqueeze(1)).sum(1).tolist()
+
+
+def sequence_reference(
+    x_proj: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, lengths: Tensor,
+    spec: GateSpec, noise: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Reference loop.
+
+    x_proj: [T,B,4H] input projection with biases;  w_hh: [4H,H];
+    h0, c0: [B,H];  lengths: [B];  noise: [T,B,2H] or None.
+    Returns out [T,B,H] (zero at padding), h_n [B,H], c_n [B,H].
+    """
+    h, c = h0, c0
+    outs = []
+    for t in range(x_proj.shape[0]):
+        preact = x_proj[t] + h @ w_hh.t()
+        h_new, c_new = cell_step(preact, c, spec, None if noise is None else noise[t])
+        active = (lengths > t).to(x_proj.device).unsqueeze(1)
+        h = torch.where(active, h_new, h)
+        c = torch.where(active, c_new, c)
+        outs.append(torch.where(active, h_new, torch.zeros_like(h_new)))
+    return torch.stack(outs), h, c
+
+
+class SequenceFunction(torch.autograd.Function):
+    """(x_proj [T,B,4H], w_hh [4H,H], h0 [B,H], c0 [B,H], noise [T,B,2H] or None,
+    lengths [B] sorted decreasing, spec) -> (out [T,B,H], h_n [B,H], c_n [B,H]).
+
+    Saved for backward: the activated gates [T,B,4H], c and tanh(c) [T,B,H] and the
+    output. The noise is not saved: the gate derivative needs only the gate values.
+    """
+
+    @staticmethod
+    def forward(ctx, x_proj, w_hh, h0, c0, noise, lengths, spec: GateSpec):
+        steps, batch, h4 = x_proj.shape
+        hidden = h4 // 4
+        batch_sizes = batch_sizes_for(lengths, steps)
+        gates = torch.empty_like(x_proj)
+        cells = x_proj.new_zeros(steps, batch, hidden)
+        tanh_cells = x_proj.new_zeros(steps, batch, hidden)
+        out = x_proj.new_zeros(steps, batch, hidden)
+        w_hh_t = w_hh.t()
+        noise_steps = noise.unbind(0) if noise is not None else [None] * steps
+        h_prev, c_prev = h0, c0
+        for xp, gate, c, tanh_c, h, eps, n in zip(
+            x_proj.unbind(0), gates.unbind(0), cells.unbind(0), tanh_cells.unbind(0),
+            out.unbind(0), noise_steps, batch_sizes,
+        ):
+            if n == 0:
+                break
+            torch.addmm(xp[:n], h_prev[:n], w_hh_t, out=gate[:n])
+            cell_forward(gate[:n], c_prev[:n], spec, None if eps is None else eps[:n],
+                         gate[:n], c[:n], tanh_c[:n], h[:n])
+            h_prev, c_prev = h, c
+        last = (lengths.to(x_proj.device) - 1).clamp_(min=0)
+        rows = torch.arange(batch, device=x_proj.device)
+        h_n, c_n = out[last, rows], cells[last, rows]
+        if bool((lengths == 0).any()):
+            empty = (lengths == 0).to(x_proj.device).unsqueeze(1)
+            h_n = torch.where(empty, h0, h_n)
+            c_n = torch.where(empty, c0, c_n)
+        ctx.spec = spec
+        ctx.batch_sizes = batch_sizes
+        ctx.intermediates = (gates, cells, tanh_cells)
+        ctx.save_for_backward(w_hh, h0, c0, out)
+        return out, h_n, c_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_h_n, grad_c_n):
+        w_hh, h0, c0, out = ctx.saved_tensors
+        gates, cells, tanh_cells = ctx.intermediates
+        steps, batch, hidden = out.shape
+        grad_preact = torch.zeros_like(gates)
+        grad_h = grad_h_n.clone()
+        grad_c = grad_c_n.clone()
+        for t in range(steps - 1, -1, -1):
+            n = ctx.batch_sizes[t]
+            if n == 0:
+                continue
+            gh, gc = grad_h[:n], grad_c[:n]
+            gh += grad_out[t, :n]
+            c_prev = cells[t - 1, :n] if t > 0 else c0[:n]
+            cell_backward(gh, gc, gates[t, :n], c_prev, tanh_cells[t, :n], ctx.spec,
+                          grad_preact[t, :n], gc)
+            torch.mm(grad_preact[t, :n], w_hh, out=gh)
+        # Rows inactive at a step have zero grad_preact there, so padded h rows add nothing.
+        grad_w_hh = grad_preact[0].t() @ h0
+        if steps > 1:
+            grad_w_hh.addmm_(grad_preact[1:].reshape(-1, 4 * hidden).t(), out[:-1].reshape(-1, hidden))
+        return grad_preact, grad_w_hh, grad_h, grad_c, None, None, None
+
+
+def sequence_fused(
+    x_proj: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, lengths: Tensor,
+    spec: GateSpec, noise: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Fast path with the contract of :func:`sequence_reference`; lengths sorted decreasing."""
+    return SequenceFunction.apply(x_proj, w_hh, h0, c0, noise, lengths, spec)
