@@ -1,0 +1,99 @@
+"""Attention for the input-feeding decoder: additive (Bahdanau) or Luong "general".
+
+Both share one shape of computation, split so that the decoder's step loop does only
+per-step work:
+
+* :meth:`prepare` runs once per source batch: it lays the encoder outputs out
+  batch-first and projects them into keys ([B,S,K]). Generation caches the result.
+* :meth:`forward` runs once per target step: score the keys against the decoder's top
+  hidden state, softmax over the source, take the context, and combine
+  ``out = tanh(W_out [context; hidden])`` ([B,H]), fairseq's ``lstm`` output layer.
+
+Scores: Luong general ``s_j = src_j . (W q)`` (fairseq's ``lstm``; keys are
+``src W``, so a step is one batched dot product); Bahdanau additive
+``s_j = v . tanh(W_k src_j + W_q q)`` (the paper's attention).
+"""
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ATTENTION_TYPES = ("bahdanau", "luong")
+
+Memory = Dict[str, Optional[Tensor]]
+
+
+class Attention(nn.Module):
+    """Common part: the output combination, masking and context.
+
+    query_dim: Hd, the decoder hidden size;  source_dim: C, the encoder output size.
+    """
+
+    def __init__(self, query_dim: int, source_dim: int):
+        super().__init__()
+        self.query_dim, self.source_dim = query_dim, source_dim
+        self.output_proj = nn.Linear(source_dim + query_dim, query_dim, bias=False)
+
+    def prepare(self, encoder_out: Tensor, padding_mask: Optional[Tensor]) -> Memory:
+        """encoder_out [S,B,C], padding_mask [B,S] or None -> the per-batch memory:
+        ``values`` [B,S,C], ``keys`` [B,S,K] and ``mask`` [B,S] or None."""
+        values = encoder_out.transpose(0, 1).contiguous()
+        mask = padding_mask if padding_mask is not None and bool(padding_mask.any()) else None
+        return {"values": values, "keys": self.project_keys(values), "mask": mask}
+
+    def project_keys(self, values: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def score(self, query: Tensor, keys: Tensor) -> Tensor:
+        """query [B,Hd], keys [B,S,K] -> unnormalised scores [B,S]."""
+        raise NotImplementedError
+
+    def forward(self, query: Tensor, memory: Memory) -> Tuple[Tensor, Tensor]:
+        """query [B,Hd] -> (output [B,Hd], attention weights [B,S])."""
+        scores = self.score(query, memory["keys"])
+        if memory["mask"] is not None:
+            scores = scores.masked_fill(memory["mask"], float("-inf"))
+        weights = F.softmax(scores, dim=1)
+        context = torch.bmm(weights.unsqueeze(1), memory["values"]).squeeze(1)  # [B,C]
+        out = torch.tanh(self.output_proj(torch.cat((context, query), dim=1)))
+        return out, weights
+
+
+class LuongAttention(Attention):
+    """Luong "general" score, the attention of fairseq's ``lstm`` (same parameters)."""
+
+    def __init__(self, query_dim: int, source_dim: int):
+        super().__init__(query_dim, source_dim)
+        self.input_proj = nn.Linear(query_dim, source_dim, bias=False)
+
+    def project_keys(self, values: Tensor) -> Tensor:
+        return values.matmul(self.input_proj.weight)  # [B,S,C] @ [C,Hd] -> [B,S,Hd]
+
+    def score(self, query: Tensor, keys: Tensor) -> Tensor:
+        return torch.bmm(keys, query.unsqueeze(2)).squeeze(2)
+
+
+class BahdanauAttention(Attention):
+    """Additive (MLP) score, as in the paper's translation model. Width A = Hd."""
+
+    def __init__(self, query_dim: int, source_dim: int):
+        super().__init__(query_dim, source_dim)
+        self.key_proj = nn.Linear(source_dim, query_dim, bias=True)
+        self.query_proj = nn.Linear(query_dim, query_dim, bias=False)
+        self.score_proj = nn.Linear(query_dim, 1, bias=False)
+
+    def project_keys(self, values: Tensor) -> Tensor:
+        return self.key_proj(values)  # [B,S,A]
+
+    def score(self, query: Tensor, keys: Tensor) -> Tensor:
+        hidden = torch.tanh(keys + self.query_proj(query).unsqueeze(1))  # [B,S,A]
+        return self.score_proj(hidden).squeeze(2)
+
+
+def build_attention(kind: str, query_dim: int, source_dim: int) -> Attention:
+    if kind == "bahdanau":
+        return BahdanauAttention(query_dim, source_dim)
+    if kind == "luong":
+        return LuongAttention(query_dim, source_dim)
+    raise ValueError(f"--attention-type must be one of {', '.join(ATTENTION_TYPES)}; got {kind!r}")
