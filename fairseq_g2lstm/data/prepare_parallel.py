@@ -1,0 +1,292 @@
+"""Any parallel plain text to a fairseq data-bin: clean, joint sentencepiece BPE, binarize.
+
+Usage::
+
+    python -m fairseq_g2lstm.data.prepare_parallel --source-lang de --target-lang en \\
+        --trainpref corpus/train --validpref corpus/valid --testpref corpus/test \\
+        --destdir data-bin/corpus.de-en --vocab-size 10000
+
+The stages stream, so memory stays flat whatever the corpus size:
+
+1. clean: normalise whitespace (optionally lowercase), drop empty pairs, and on the
+   training split only the word-length and length-ratio filters;
+2. train one sentencepiece BPE model on a sample of both cleaned training sides;
+3. encode every split in worker processes; on the training split drop pairs over
+   ``--max-subwords`` pieces (the paper's filter is 64);
+4. fairseq-preprocess with a joined dictionary.
+
+The data-bin also holds ``spm.model``/``spm.vocab`` and ``manifest.json`` (counts kept and
+dropped per reason and split, vocabulary sizes, the command line). The IWSLT14 and WMT14
+scripts are front ends that turn the official archives into file pairs for :func:`prepare`.
+"""
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+from . import binarize, sentencepiece_bpe
+from .atomic_dir import atomic_output_dir, check_destination
+from .errors import InputError, reports_errors
+from .filters import NO_LENGTH_FILTER, LengthFilter, clean_pair
+from .next_commands import PAPER_IWSLT14, TrainingRecipe, next_commands
+from .textio import PairWriter, read_pairs
+
+SPLITS = ("train", "valid", "test")
+SPM_PREFIX = "spm"
+MANIFEST = "manifest.json"
+
+FilePairs = Sequence[Tuple[Path, Path]]
+"""(source file, target file) pairs whose lines are read one after the other."""
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Everything :func:`prepare` needs besides the input files."""
+
+    source_lang: str
+    target_lang: str
+    destdir: Path
+    vocab_size: int
+    lowercase: bool
+    train_length_filter: LengthFilter
+    train_max_subwords: Optional[int]
+    spm_input_sentence_size: int
+    character_coverage: float
+    workers: int
+    seed: int
+    force: bool
+    recipe: TrainingRecipe
+
+
+def log(message: str) -> None:
+    """One progress line per stage, flushed at once so that it interleaves with fairseq's."""
+    print(f"| {message}", flush=True)
+
+
+def check_inputs_exist(sources: Mapping[str, FilePairs]) -> None:
+    """Fail before any work on a missing file, not after hours on the training split."""
+    for file_pairs in sources.values():
+        for path in (path for pair in file_pairs for path in pair):
+            if not Path(path).is_file():
+                raise InputError(path, "no such file")
+
+
+def clean_split(
+    file_pairs: FilePairs, writer: PairWriter, lowercase: bool, length_filter: LengthFilter
+) -> Tuple[int, Counter]:
+    """Stream every file pair through :func:`clean_pair`; return (pairs read, drops)."""
+    read, dropped = 0, Counter()
+    for source_path, target_path in file_pairs:
+        for source, target in read_pairs(source_path, target_path):
+            read += 1
+            cleaned = clean_pair(source, target, lowercase, length_filter, dropped)
+            if cleaned is not None:
+                writer.write(*cleaned)
+    return read, dropped
+
+
+def prepare(
+    sources: Mapping[str, FilePairs],
+    options: PrepareOptions,
+    command_line: str,
+    extra_manifest: Optional[dict] = None,
+) -> dict:
+    """Build ``options.destdir`` from ``sources`` (keys ``train``, ``valid``, ``test``).
+
+    Returns the manifest, which is also written to ``destdir/manifest.json``.
+    """
+    check_destination(options.destdir, options.force)
+    check_inputs_exist(sources)
+    langs = (options.source_lang, options.target_lang)
+    counts: Dict[str, dict] = {}
+    seconds: Dict[str, float] = {}
+    with atomic_output_dir(options.destdir, options.force) as staging:
+        work = staging / "work"
+        work.mkdir()
+
+        started = time.monotonic()
+        cleaned: Dict[str, PairWriter] = {}
+        for split in SPLITS:
+            length_filter = options.train_length_filter if split == "train" else NO_LENGTH_FILTER
+            with PairWriter(work / f"clean.{split}", *langs) as writer:
+                read, dropped = clean_split(sources[split], writer, options.lowercase, length_filter)
+            cleaned[split] = writer
+            counts[split] = {"read": read, "dropped": dropped}
+            log(f"clean {split}: {read} pairs read, {writer.count} kept, dropped {dict(dropped)}")
+            if writer.count == 0:
+                raise InputError(sources[split][0][0], f"no usable pairs left in the {split} split")
+        seconds["clean"] = time.monotonic() - started
+
+        started = time.monotonic()
+        log(f"train sentencepiece BPE (vocab <= {options.vocab_size}) on {cleaned['train'].count} pairs")
+        spm_model = sentencepiece_bpe.train_joint_bpe(
+            [cleaned["train"].source_path, cleaned["train"].target_path],
+            staging / SPM_PREFIX,
+            vocab_size=options.vocab_size,
+            input_sentence_size=options.spm_input_sentence_size,
+            character_coverage=options.character_coverage,
+            seed=options.seed,
+            threads=options.workers,
+        )
+        seconds["spm_train"] = time.monotonic() - started
+
+        started = time.monotonic()
+        encoded_prefixes = {}
+        for split in SPLITS:
+            max_subwords = options.train_max_subwords if split == "train" else None
+            with PairWriter(work / f"bpe.{split}", *langs) as writer:
+                sentencepiece_bpe.encode_split(
+                    spm_model, cleaned[split].source_path, cleaned[split].target_path, writer,
+                    options.workers, max_subwords, counts[split]["dropped"],
+                )  # fmt: skip
+            encoded_prefixes[split] = work / f"bpe.{split}"
+            counts[split]["kept"] = writer.count
+            log(f"encode {split}: {writer.count} pairs kept")
+            if writer.count == 0:
+                raise InputError(sources[split][0][0], f"no pairs left in the {split} split after encoding")
+        seconds["encode"] = time.monotonic() - started
+
+        started = time.monotonic()
+        preprocess = binarize.preprocess_command(encoded_prefixes, *langs, staging, options.workers)
+        log("fairseq-preprocess: " + shlex.join(preprocess))
+        binarize.run_fairseq_preprocess(preprocess)
+        seconds["binarize"] = time.monotonic() - started
+        shutil.rmtree(work)
+
+        manifest = {
+            "command": command_line,
+            "source_lang": options.source_lang,
+            "target_lang": options.target_lang,
+            "lowercase": options.lowercase,
+            "train_filters": {
+                "max_len_words": options.train_length_filter.max_len,
+                "max_ratio": options.train_length_filter.max_ratio,
+                "max_subwords": options.train_max_subwords,
+            },
+            **(extra_manifest or {}),
+            "splits": {
+                split: {"read": c["read"], "kept": c["kept"], "dropped": dict(sorted(c["dropped"].items()))}
+                for split, c in counts.items()
+            },
+            "spm_model": str(options.destdir.resolve() / f"{SPM_PREFIX}.model"),
+            "spm_vocab_size": sentencepiece_bpe.vocabulary_size(spm_model),
+            "requested_vocab_size": options.vocab_size,
+            "dictionary_size": binarize.dictionary_size(staging, options.source_lang),
+            "fairseq_preprocess": preprocess,
+            "seconds": {stage: round(value, 2) for stage, value in seconds.items()},
+        }
+        with open(staging / MANIFEST, "w", encoding="utf-8") as stream:
+            json.dump(manifest, stream, indent=2, ensure_ascii=False)
+            stream.write("\n")
+    log(f"wrote {options.destdir} ({sum(seconds.values()):.1f} s)")
+    print(
+        next_commands(
+            options.destdir, options.destdir / f"{SPM_PREFIX}.model",
+            *langs, options.recipe, options.lowercase,
+        ),
+        flush=True,
+    )  # fmt: skip
+    return manifest
+
+
+def add_preparation_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    vocab_size: int,
+    lowercase: bool,
+    max_len: Optional[int],
+    max_ratio: Optional[float],
+    max_subwords: Optional[int],
+    character_coverage: float = 1.0,
+) -> None:
+    """The flags every front end shares; each passes the defaults of its recipe."""
+    group = parser.add_argument_group("preparation")
+    group.add_argument("--destdir", type=Path, required=True, help="the data-bin folder to create")
+    group.add_argument("--vocab-size", type=int, default=vocab_size,
+                       help="joint sentencepiece BPE vocabulary, an upper bound (default %(default)s)")
+    group.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=lowercase,
+                       help="lowercase every split (default %(default)s)")
+    group.add_argument("--max-len", type=int, default=max_len,
+                       help="train only: drop pairs with more words on either side; 0 = off (default %(default)s)")
+    group.add_argument("--max-ratio", type=float, default=max_ratio,
+                       help="train only: drop pairs whose word counts differ by more than this factor; "
+                            "0 = off (default %(default)s)")
+    group.add_argument("--max-subwords", type=int, default=max_subwords,
+                       help="train only: drop pairs with more sentencepiece pieces on either side; the paper "
+                            "uses 64; 0 = off (default %(default)s)")
+    group.add_argument("--spm-input-sentence-size", type=int, default=1_000_000,
+                       help="train sentencepiece on a seeded random sample of this many lines (default %(default)s)")
+    group.add_argument("--character-coverage", type=float, default=character_coverage,
+                       help="sentencepiece character coverage (default %(default)s)")
+    group.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                       help="processes for encoding and binarizing (default %(default)s)")
+    group.add_argument("--seed", type=int, default=1, help="seed of the sentencepiece sample")
+    group.add_argument("--force", action="store_true", help="replace an existing --destdir")
+
+
+def options_from_args(
+    args: argparse.Namespace, source_lang: str, target_lang: str, recipe: TrainingRecipe
+) -> PrepareOptions:
+    """Turn the shared flags into options; 0 switches a filter off."""
+    return PrepareOptions(
+        source_lang=source_lang,
+        target_lang=target_lang,
+        destdir=args.destdir,
+        vocab_size=args.vocab_size,
+        lowercase=args.lowercase,
+        train_length_filter=LengthFilter(args.max_len or None, args.max_ratio or None),
+        train_max_subwords=args.max_subwords or None,
+        spm_input_sentence_size=args.spm_input_sentence_size,
+        character_coverage=args.character_coverage,
+        workers=max(1, args.workers),
+        seed=args.seed,
+        force=args.force,
+        recipe=recipe,
+    )
+
+
+def command_line(prog: str, argv: Sequence[str]) -> str:
+    """The invocation as it would be typed, for the manifest."""
+    return shlex.join([prog, *argv])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prepare_parallel",
+        description="Plain-text parallel corpus -> sentencepiece BPE -> fairseq data-bin.",
+    )
+    parser.add_argument("--source-lang", "-s", required=True)
+    parser.add_argument("--target-lang", "-t", required=True)
+    for split in SPLITS:
+        parser.add_argument(f"--{split}pref", type=Path, required=True,
+                            help=f"{split} files are PREFIX.SRC and PREFIX.TGT")  # fmt: skip
+    add_preparation_arguments(parser, vocab_size=10000, lowercase=False,
+                              max_len=None, max_ratio=None, max_subwords=None)  # fmt: skip
+    return parser
+
+
+@reports_errors
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.source_lang == args.target_lang:
+        parser.error("--source-lang and --target-lang must differ")
+    sources = {
+        split: [(Path(f"{prefix}.{args.source_lang}"), Path(f"{prefix}.{args.target_lang}"))]
+        for split, prefix in ((split, getattr(args, f"{split}pref")) for split in SPLITS)
+    }
+    options = options_from_args(args, args.source_lang, args.target_lang, PAPER_IWSLT14)
+    prepare(sources, options, command_line(parser.prog, argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

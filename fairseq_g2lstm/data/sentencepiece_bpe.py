@@ -1,0 +1,125 @@
+"""Joint sentencepiece BPE: train on a sample of both languages, encode in worker processes.
+
+Encoded text is written as pieces joined by spaces, with sentencepiece's ``▁`` (U+2581)
+word-start marker, which is what fairseq's ``--remove-bpe sentencepiece`` and
+``--bpe sentencepiece`` undo and apply.
+"""
+import collections
+import itertools
+import multiprocessing
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import sentencepiece
+
+from .filters import OVER_MAX_SUBWORDS
+from .textio import PairWriter, read_pairs
+
+Pair = Tuple[str, str]
+
+ENCODE_CHUNK_PAIRS = 5000
+"""Pairs per task sent to a worker: large enough to amortise the inter-process copy."""
+
+TASKS_IN_FLIGHT_PER_WORKER = 2
+"""Chunks queued ahead per worker: keeps the workers busy while bounding memory."""
+
+
+def train_joint_bpe(
+    text_files: Sequence[Path],
+    model_prefix: Path,
+    vocab_size: int,
+    input_sentence_size: int,
+    character_coverage: float,
+    seed: int,
+    threads: int,
+) -> Path:
+    """Train one BPE model on all ``text_files`` together; return the ``.model`` path.
+
+    At most ``input_sentence_size`` lines (a seeded random sample over all files) are
+    used, so a corpus of millions of lines trains in bounded memory. ``vocab_size`` is an
+    upper bound (``hard_vocab_limit=False``): a small corpus yields fewer pieces instead
+    of an error.
+    """
+    sentencepiece.set_random_generator_seed(seed)
+    sentencepiece.SentencePieceTrainer.train(
+        input=[str(path) for path in text_files],
+        model_prefix=str(model_prefix),
+        model_type="bpe",
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        character_coverage=character_coverage,
+        input_sentence_size=input_sentence_size,
+        shuffle_input_sentence=True,
+        num_threads=threads,
+        minloglevel=2,
+    )
+    return Path(f"{model_prefix}.model")
+
+
+def vocabulary_size(model_path: Path) -> int:
+    """Number of pieces in a trained model, control symbols included."""
+    return sentencepiece.SentencePieceProcessor(model_file=str(model_path)).get_piece_size()
+
+
+_worker_model: Optional[sentencepiece.SentencePieceProcessor] = None
+
+
+def _load_worker_model(model_path: str) -> None:
+    global _worker_model
+    _worker_model = sentencepiece.SentencePieceProcessor(model_file=model_path)
+
+
+def _encode_chunk(pairs: List[Pair]) -> List[Tuple[List[str], List[str]]]:
+    """[(source, target)] -> [(source pieces, target pieces)], in the worker's model."""
+    sources, targets = zip(*pairs)
+    return list(
+        zip(
+            _worker_model.encode(list(sources), out_type=str),
+            _worker_model.encode(list(targets), out_type=str),
+        )
+    )
+
+
+def _chunks(pairs: Iterable[Pair], size: int) -> Iterator[List[Pair]]:
+    iterator = iter(pairs)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _encode_in_order(model_path: Path, pairs: Iterable[Pair], workers: int):
+    """Yield encoded chunks in input order, with at most a few chunks in memory."""
+    chunks = _chunks(pairs, ENCODE_CHUNK_PAIRS)
+    if workers <= 1:
+        _load_worker_model(str(model_path))
+        yield from map(_encode_chunk, chunks)
+        return
+    with multiprocessing.Pool(workers, _load_worker_model, (str(model_path),)) as pool:
+        # Pool.imap would read the whole input ahead; a bounded window of async tasks
+        # keeps the streaming promise for multi-million-pair corpora.
+        pending = collections.deque()
+        for chunk in chunks:
+            pending.append(pool.apply_async(_encode_chunk, (chunk,)))
+            if len(pending) >= TASKS_IN_FLIGHT_PER_WORKER * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def encode_split(
+    model_path: Path,
+    source_path: Path,
+    target_path: Path,
+    writer: PairWriter,
+    workers: int,
+    max_subwords: Optional[int],
+    dropped: Counter,
+) -> None:
+    """Encode aligned files into ``writer``; pairs over ``max_subwords`` pieces on either
+    side are dropped and counted (pass ``None`` to keep every pair)."""
+    for chunk in _encode_in_order(model_path, read_pairs(source_path, target_path), workers):
+        for source_pieces, target_pieces in chunk:
+            if max_subwords is not None and max(len(source_pieces), len(target_pieces)) > max_subwords:
+                dropped[OVER_MAX_SUBWORDS] += 1
+                continue
+            writer.write(" ".join(source_pieces), " ".join(target_pieces))
