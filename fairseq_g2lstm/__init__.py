@@ -7,7 +7,7 @@ Layout, bottom up: ``gates`` (the gate math) -> ``rnn`` (cells and layers) ->
 model. The layers below ``models`` need only torch, so they also work where fairseq
 is not installed.
 """
-from .compat import allow_fairseq_checkpoints
+from .compat import allow_fairseq_checkpoints, keep_last_partial_batch
 
 allow_fairseq_checkpoints()
 
@@ -16,4 +16,5 @@ try:
 except ImportError:  # torch-only use: gates and rnn
     pass
 else:
+    keep_last_partial_batch()
     from . import models  # noqa: F401

@@ -1,0 +1,90 @@
+"""Shared fixtures: a tiny generated translation corpus, its data-bin, a tiny model
+factory and a briefly trained checkpoint. Nothing is downloaded."""
+import argparse
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+USER_DIR = str(REPO / "fairseq_g2lstm")
+BIN = Path(sys.executable).parent
+
+TINY_DIMS = [
+    "--encoder-embed-dim", "16", "--encoder-hidden-size", "16",
+    "--decoder-embed-dim", "16", "--decoder-hidden-size", "16", "--decoder-out-embed-dim", "16",
+]
+
+
+def cli(name: str, *args, check=True, input=None, cwd=REPO) -> subprocess.CompletedProcess:
+    """Run a fairseq console script of this environment; raise with its output on failure."""
+    proc = subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True,
+                          input=input, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def write_toy_corpus(folder: Path, sizes=(("train", 300), ("valid", 30), ("test", 20)), seed=0):
+    """A learnable toy task: the target is the reversed, upper-cased source."""
+    words = [f"w{i}" for i in range(30)]
+    rng = random.Random(seed)
+    for split, n in sizes:
+        src = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 8))) for _ in range(n)]
+        (folder / f"{split}.de").write_text("\n".join(src) + "\n")
+        (folder / f"{split}.en").write_text("\n".join(" ".join(reversed(s.split())).upper() for s in src) + "\n")
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory):
+    """A fairseq data-bin (joined dictionary) of the toy corpus: de -> en."""
+    folder = tmp_path_factory.mktemp("toy")
+    write_toy_corpus(folder)
+    cli("fairseq-preprocess", "--source-lang", "de", "--target-lang", "en",
+        "--trainpref", folder / "train", "--validpref", folder / "valid", "--testpref", folder / "test",
+        "--destdir", folder / "bin", "--joined-dictionary", "--workers", "1")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def toy_checkpoint(toy_data):
+    """A g2lstm_iwslt model (tiny dims) trained for a few updates on the toy data."""
+    save_dir = toy_data / "ckpt"
+    cli("fairseq-train", toy_data / "bin", "--user-dir", USER_DIR, "--arch", "g2lstm_iwslt", *TINY_DIMS,
+        "--max-update", "12", "--max-tokens", "800", "--optimizer", "adam", "--lr", "0.01", "--cpu",
+        "--save-dir", save_dir, "--no-epoch-checkpoints", "--seed", "3", "--log-format", "simple")
+    return save_dir / "checkpoint_last.pt"
+
+
+class ToyTask:
+    """The two dictionaries that build_model needs, without a data-bin."""
+
+    def __init__(self, size=25):
+        from fairseq.data import Dictionary
+
+        self.source_dictionary = Dictionary()
+        for i in range(size):
+            self.source_dictionary.add_symbol(f"w{i}")
+        self.target_dictionary = self.source_dictionary
+
+
+def build_model(arch="g2lstm_iwslt", task=None, **overrides):
+    """A g2lstm model with tiny dimensions; ``overrides`` are arg names and values."""
+    from fairseq.models import ARCH_MODEL_REGISTRY, ARCH_CONFIG_REGISTRY
+
+    args = argparse.Namespace(encoder_embed_dim=16, decoder_embed_dim=16, encoder_hidden_size=16,
+                              decoder_hidden_size=16, decoder_out_embed_dim=16, **overrides)
+    ARCH_CONFIG_REGISTRY[arch](args)
+    return ARCH_MODEL_REGISTRY[arch].build_model(args, task or ToyTask())
+
+
+@pytest.fixture
+def model_factory():
+    import fairseq_g2lstm  # noqa: F401  (registers the model)
+
+    torch.manual_seed(0)
+    return build_model

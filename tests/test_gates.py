@@ -1,0 +1,131 @@
+"""The gate math: noise law, modes, and the hand-written derivative."""
+import math
+
+import pytest
+import torch
+
+from fairseq_g2lstm.gates import (
+    LOGISTIC_EPS, GateConfig, GateSpec, activate_gates, gate_preact_grad, gate_slice,
+    logistic_noise, sample_gate_noise,
+)
+
+H = 8
+
+
+def clamped_logistic_moments(eps=LOGISTIC_EPS, n=2_000_001):
+    """Mean and variance of log(U+eps) - log(1-U+eps) by midpoint quadrature."""
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    values = logistic_noise(u, eps)
+    return values.mean().item(), values.pow(2).mean().item()
+
+
+def test_logistic_noise_has_mean_zero_and_clamped_logistic_variance():
+    torch.manual_seed(0)
+    noise = sample_gate_noise((400_000,), 1.0, dtype=torch.float64)
+    _, expected_var = clamped_logistic_moments()
+    assert expected_var < math.pi ** 2 / 3  # the eps clamp trims the tails a little
+    assert expected_var > 0.95 * math.pi ** 2 / 3  # by about 4% at eps = 1e-3
+    assert abs(noise.mean().item()) < 0.02
+    assert noise.var().item() == pytest.approx(expected_var, rel=0.02)
+    assert noise.abs().max().item() <= math.log((1 + LOGISTIC_EPS) / LOGISTIC_EPS) + 1e-9
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_share_of_noised_elements_is_p(p):
+    torch.manual_seed(1)
+    noise = sample_gate_noise((200_000,), p)
+    assert (noise != 0).float().mean().item() == pytest.approx(p, abs=0.005)
+
+
+def test_noised_elements_follow_the_logistic_law_for_any_p():
+    torch.manual_seed(2)
+    noise = sample_gate_noise((1_000_000,), 0.2, dtype=torch.float64)
+    noised = noise[noise != 0]
+    _, expected_var = clamped_logistic_moments()
+    assert abs(noised.mean().item()) < 0.03
+    assert noised.var().item() == pytest.approx(expected_var, rel=0.03)
+
+
+def test_noise_follows_torch_manual_seed():
+    torch.manual_seed(5)
+    a = sample_gate_noise((3, 4, 2 * H), 0.2)
+    torch.manual_seed(5)
+    b = sample_gate_noise((3, 4, 2 * H), 0.2)
+    assert torch.equal(a, b)
+    assert not torch.equal(a[0], a[1])  # every step gets its own draws
+
+
+def test_only_input_and_forget_gates_see_noise():
+    a = torch.randn(5, 4 * H)
+    spec = GateSpec(inv_temperature=1 / 0.9, noise_prob=0.2)
+    quiet = activate_gates(a, spec, None)
+    loud = activate_gates(a, spec, torch.full((5, 2 * H), 3.0))
+    for name in "go":
+        assert torch.equal(quiet[:, gate_slice(name, H)], loud[:, gate_slice(name, H)])
+    for name in "if":
+        assert (loud[:, gate_slice(name, H)] > quiet[:, gate_slice(name, H)]).all()
+
+
+def test_gumbel_gate_formula():
+    a = torch.randn(6, 4 * H, dtype=torch.float64)
+    noise = torch.randn(6, 2 * H, dtype=torch.float64)
+    tau = 0.9
+    gates = activate_gates(a, GateConfig("gumbel", tau).resolve(training=True), noise)
+    assert torch.allclose(gates[:, : 2 * H], torch.sigmoid((a[:, : 2 * H] + noise) / tau))
+    assert torch.allclose(gates[:, gate_slice("g", H)], torch.tanh(a[:, gate_slice("g", H)]))
+    assert torch.allclose(gates[:, gate_slice("o", H)], torch.sigmoid(a[:, gate_slice("o", H)]))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_sharpened_mode_is_sigmoid_of_a_over_tau_in_train_and_eval(training):
+    a = torch.randn(6, 4 * H, dtype=torch.float64)
+    spec = GateConfig("sharpened").resolve(training)
+    assert spec.noise_prob == 0.0
+    gates = activate_gates(a, spec)
+    assert torch.allclose(gates[:, : 2 * H], torch.sigmoid(a[:, : 2 * H] / 0.2))
+
+
+def test_eval_is_plain_sigmoid_and_hard_eval_is_a_step():
+    a = torch.randn(6, 4 * H)
+    soft = activate_gates(a, GateConfig("gumbel").resolve(training=False))
+    assert torch.equal(soft, activate_gates(a, GateSpec()))
+    assert torch.allclose(soft[:, : 2 * H], torch.sigmoid(a[:, : 2 * H]))
+    hard = activate_gates(a, GateConfig("gumbel", eval_mode="hard").resolve(training=False))
+    assert torch.equal(hard[:, : 2 * H], (a[:, : 2 * H] >= 0).float())
+    assert torch.equal(hard[:, 2 * H:], soft[:, 2 * H:])
+
+
+def test_mode_defaults():
+    assert GateConfig("gumbel").resolve(True) == GateSpec(1 / 0.9, 0.2, False)
+    assert GateConfig("sharpened").resolve(True) == GateSpec(1 / 0.2, 0.0, False)
+    assert GateConfig("plain").resolve(True) == GateSpec()
+    assert GateConfig("gumbel").resolve(False) == GateSpec()
+
+
+@pytest.mark.parametrize("kwargs, flag", [
+    ({"mode": "foo"}, "--gate-mode"), ({"noise_prob": 1.5}, "--gate-noise-prob"),
+    ({"temperature": 0.0}, "--gate-temperature"), ({"eval_mode": "x"}, "--gate-eval"),
+])
+def test_bad_gate_flags_name_the_flag(kwargs, flag):
+    with pytest.raises(ValueError, match=flag):
+        GateConfig(**kwargs)
+
+
+@pytest.mark.parametrize("spec", [GateSpec(), GateSpec(1 / 0.9, 0.2), GateSpec(1 / 0.2), GateSpec(hard=True)])
+def test_in_place_activation_matches_the_differentiable_one(spec):
+    a = torch.randn(5, 4 * H)
+    noise = sample_gate_noise((5, 2 * H), 0.5) if spec.noisy else None
+    expected = activate_gates(a, spec, noise)
+    buf = a.clone()
+    activate_gates(buf, spec, noise, out=buf)
+    assert torch.allclose(buf, expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("spec", [GateSpec(), GateSpec(1 / 0.9, 0.2), GateSpec(1 / 0.2)])
+def test_gate_derivative_from_saved_gates_equals_autograd(spec):
+    a = torch.randn(5, 4 * H, dtype=torch.float64, requires_grad=True)
+    noise = torch.randn(5, 2 * H, dtype=torch.float64) if spec.noisy else None
+    gates = activate_gates(a, spec, noise)
+    upstream = torch.randn_like(gates)
+    (expected,) = torch.autograd.grad(gates, a, upstream)
+    assert torch.allclose(gate_preact_grad(upstream, gates.detach(), spec), expected, atol=1e-12)
