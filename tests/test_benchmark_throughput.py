@@ -1,0 +1,120 @@
+"""benchmarks/throughput.py in quick mode: it runs, prints the table and writes sane JSON.
+
+No timing assertions: only that every model was measured, with positive numbers, on the
+same batches, and that the summary arithmetic (medians, spreads, ratios) is right.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "throughput.py"
+sys.path.insert(0, str(REPO))
+
+from benchmarks import throughput  # noqa: E402
+from benchmarks.common import CorpusSpec, write_synthetic_corpus  # noqa: E402
+
+COLUMNS = ["model", "params", "train tok/s", "x lstm", "gen sent/s", "x lstm", "peak MB", "x lstm",
+           "above base MB", "x lstm"]
+
+
+def run_script(*args, timeout=240):
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
+def table_rows(stdout: str):
+    """The Markdown table's header and body rows, as lists of cells."""
+    lines = [line for line in stdout.splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert set(cells[1]) <= {"---", "---:"}, "second line is not a Markdown separator"
+    return cells[0], cells[2:]
+
+
+def check_results(results: dict, names):
+    assert list(results["models"]) == list(names)
+    assert results["baseline"] == "lstm"
+    fingerprints = {r["train_fingerprint"] for m in results["models"].values() for r in m["runs"]}
+    assert len(fingerprints) == 1, "models trained on different batches"
+    for name, m in results["models"].items():
+        assert m["params"] > 0
+        for key in ("train_tokens_per_s", "gen_sentences_per_s", "peak_mb"):
+            s = m[key]
+            assert 0 < s["min"] <= s["median"] <= s["max"], (name, key, s)
+            assert m["ratio"][key] > 0
+        for run in m["runs"]:
+            assert run["gen_length"] >= 1 and run["gen_sentences"] > 0 and run["train_tokens_per_pass"] > 0
+    base = results["models"]["lstm"]["ratio"]
+    assert base["train_tokens_per_s"] == base["gen_sentences_per_s"] == base["peak_mb"] == 1.0
+
+
+def test_quick_mode_prints_the_table_and_writes_json(tmp_path):
+    out = tmp_path / "quick.json"
+    stdout = run_script("--quick", "--json", str(out), "--workdir", str(tmp_path))
+    header, rows = table_rows(stdout)
+    assert header == COLUMNS
+    assert [r[0] for r in rows] == list(throughput.MODELS)
+    assert all(len(r) == len(COLUMNS) for r in rows)
+    assert rows[0][3] == rows[0][5] == rows[0][7] == "1.00x"  # lstm against itself
+    results = json.loads(out.read_text())
+    check_results(results, throughput.MODELS)
+    setup = results["setup"]
+    assert setup["quick"] and setup["synthetic"] and setup["device"] == "cpu"
+    assert setup["gen_sentences"] > 0 and setup["train_batches_per_pass"] == 2
+
+
+def test_each_model_in_its_own_process_when_isolated(tmp_path):
+    out = tmp_path / "isolated.json"
+    stdout = run_script("--quick", "--isolation", "process", "--models", "lstm,g2lstm-gumbel",
+                        "--repeats", "1", "--json", str(out), "--workdir", str(tmp_path))
+    _, rows = table_rows(stdout)
+    assert [r[0] for r in rows] == ["lstm", "g2lstm-gumbel"]
+    results = json.loads(out.read_text())
+    check_results(results, ["lstm", "g2lstm-gumbel"])
+    for m in results["models"].values():
+        (run,) = m["runs"]
+        assert run["peak_mb"] == run["process_peak_mb"] > run["base_mb"] > 0  # ru_maxrss of the child
+
+
+def test_medians_spreads_and_ratios():
+    def run(train, gen, peak, base):
+        return {"params": 10, "train_tokens_per_s": train, "gen_sentences_per_s": gen, "peak_mb": peak,
+                "base_mb": base}
+
+    models = {
+        "lstm": throughput.combine("lstm", [run([100, 300], [10], 500, 400), run([200], [30], 700, 400)]),
+        "g2lstm-gumbel": throughput.combine("g2lstm-gumbel", [run([50], [20, 40, 60], 600, 450)]),
+    }
+    throughput.add_ratios(models)
+    lstm, g2 = models["lstm"], models["g2lstm-gumbel"]
+    assert lstm["train_tokens_per_s"] == {"median": 200, "min": 100, "max": 300, "n": 3}
+    assert lstm["peak_above_base_mb"]["median"] == 200  # (100 + 300) / 2
+    assert g2["ratio"]["train_tokens_per_s"] == pytest.approx(0.25)
+    assert g2["ratio"]["gen_sentences_per_s"] == pytest.approx(40 / 20)
+    assert g2["ratio"]["peak_mb"] == pytest.approx(600 / 600)
+    assert g2["ratio"]["peak_above_base_mb"] == pytest.approx(150 / 200)
+
+
+def test_unknown_model_is_a_usage_error():
+    with pytest.raises(SystemExit, match="unknown"):
+        throughput.parse_options(["--models", "lstm,transformer"])
+
+
+def test_synthetic_corpus_is_deterministic_and_in_range(tmp_path):
+    spec = CorpusSpec(train=50, valid=5, test=5, src_vocab=100, tgt_vocab=80, min_len=3, max_len=9, seed=7)
+    a = write_synthetic_corpus(tmp_path / "a", spec)
+    b = write_synthetic_corpus(tmp_path / "b", spec)
+    for name in ("train.src", "train.tgt", "test.src", "test.tgt"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    src = (a / "train.src").read_text().splitlines()
+    tgt = (a / "train.tgt").read_text().splitlines()
+    assert len(src) == len(tgt) == 50
+    assert all(spec.min_len <= len(line.split()) <= spec.max_len for line in src)
+    assert all(1 <= len(line.split()) <= spec.max_len for line in tgt)
+    other = write_synthetic_corpus(tmp_path / "c", CorpusSpec(**{**spec.__dict__, "seed": 8}))
+    assert (other / "train.src").read_bytes() != (a / "train.src").read_bytes()
