@@ -60,6 +60,11 @@ class GateSpec:
     def noisy(self) -> bool:
         return self.noise_prob > 0.0
 
+    def after_prescaling(self) -> "GateSpec":
+        """The spec left to apply once :func:`prescale_preact` has added the noise and
+        applied the temperature to the pre-activations: plain sigmoids (or hard gates)."""
+        return GateSpec(hard=self.hard)
+
 
 PLAIN = GateSpec()
 
@@ -138,13 +143,15 @@ def sample_gate_noise(
     One uniform ``v`` per element gives both draws: ``B = 1[v < p]``, and given ``B = 1``,
     ``v / p`` is again Uniform(0, 1) and independent of ``B``, so ``L(v / p)`` has the
     exact law of ``B * L`` where it matters (``L`` is multiplied by 0 elsewhere).
+    The mask is built with float arithmetic: boolean masking is several times slower
+    on CPU than the logarithms themselves.
     """
     v = torch.rand(shape, device=device, dtype=dtype, generator=generator)
     if noise_prob <= 0.0:
         return v.zero_()
-    keep = v >= noise_prob
-    noise = logistic_noise(v.div_(noise_prob))
-    return noise.masked_fill_(keep, 0.0)
+    noised = torch.sign(noise_prob - v).clamp_(min=0.0)  # 1.0 where v < p, else 0.0
+    u = v.mul_(1.0 / noise_prob).clamp_(max=1.0)  # only entries with v < p are used
+    return logistic_noise(u).mul_(noised)
 
 
 def _split(t: Tensor):
@@ -191,31 +198,51 @@ def activate_gates(
     return out
 
 
-def gate_preact_grad(
-    grad_gates: Tensor, gates: Tensor, spec: GateSpec, out: Optional[Tensor] = None
-) -> Tensor:
-    """Gradient w.r.t. the pre-activations, from the activated gates alone.
+def prescale_preact(preact: Tensor, spec: GateSpec, noise: Optional[Tensor] = None) -> Tensor:
+    """In place: ``a_if <- (a_if + noise) * inv_temperature`` on the i/f blocks of ``preact``
+    [..., 4H], the part of the gate that happens before the sigmoid. Returns ``preact``.
 
-    grad_gates: [..., 4H] gradient w.r.t. the activated gates.
-    gates:      [..., 4H] the activated gates that :func:`activate_gates` returned.
-    out:        [..., 4H] buffer for the result (may be ``grad_gates`` itself).
-    Returns [..., 4H].
+    Because the step is affine in the pre-activations, a sequence loop can apply it to
+    all input projections at once and fold ``inv_temperature`` into the i/f rows of the
+    recurrent weights (:func:`prescale_weight`); the loop then activates with
+    :meth:`GateSpec.after_prescaling`.
+    """
+    a_if = _split(preact)[0]
+    if noise is not None:
+        a_if.add_(noise)
+    if spec.inv_temperature != 1.0:
+        a_if.mul_(spec.inv_temperature)
+    return preact
+
+
+def prescale_weight(weight: Tensor, spec: GateSpec) -> Tensor:
+    """weight [4H, K] with its i/f rows times ``inv_temperature`` (a copy where it changes)."""
+    if spec.inv_temperature == 1.0:
+        return weight
+    h2 = weight.shape[0] // NUM_GATES * NUM_NOISY_GATES
+    scaled = weight.clone()
+    scaled[:h2] *= spec.inv_temperature
+    return scaled
+
+
+def gate_derivative(gates: Tensor, spec: GateSpec) -> Tensor:
+    """Elementwise d gate / d pre-activation, [..., 4H], from the activated gates alone.
 
     The noise never has to be stored: ``d sigmoid((a + n) * k) / da = s (1 - s) k`` with
-    ``s`` the saved gate and ``k`` the inverse temperature. Hard gates pass no gradient.
+    ``s`` the saved gate and ``k`` the inverse temperature; ``tanh' = 1 - g^2``; hard gates
+    pass no gradient.
     """
-    if out is None:
-        out = grad_gates.clone()
-    elif out is not grad_gates:
-        out.copy_(grad_gates)
-    s_if, s_g, s_o = _split(gates)
-    d_if, d_g, d_o = _split(out)
+    out = torch.addcmul(gates, gates, gates, value=-1.0)  # s - s^2 for the sigmoids
+    d_if, d_g, _ = _split(out)
+    torch.addcmul(torch.ones_like(d_g), _split(gates)[1], _split(gates)[1], value=-1.0, out=d_g)
     if spec.hard:
         d_if.zero_()
-    else:
-        d_if.mul_(s_if * (1.0 - s_if))
-        if spec.inv_temperature != 1.0:
-            d_if.mul_(spec.inv_temperature)
-    d_g.mul_(1.0 - s_g * s_g)
-    d_o.mul_(s_o * (1.0 - s_o))
+    elif spec.inv_temperature != 1.0:
+        d_if.mul_(spec.inv_temperature)
     return out
+
+
+def gate_preact_grad(grad_gates: Tensor, gates: Tensor, spec: GateSpec) -> Tensor:
+    """Gradient w.r.t. the pre-activations [..., 4H] from the gradient w.r.t. the
+    activated gates and the gates themselves (see :func:`gate_derivative`)."""
+    return grad_gates * gate_derivative(gates, spec)

@@ -6,10 +6,12 @@ block order of :mod:`fairseq_g2lstm.gates` (i, f, g, o).
 Three faces of the same step:
 
 * :func:`cell_step` - differentiable, built from :func:`activate_gates`; the reference.
-* :func:`cell_forward` / :func:`cell_backward` - the same step written into
-  preallocated buffers, with a hand-written backward that needs only the saved gates,
-  ``c_{t-1}`` and ``tanh(c_t)``. The fused sequence loop and :class:`CellFunction`
-  both use them, so the step's forward and backward math lives here once.
+* :func:`cell_forward` / :func:`backward_factors` + :func:`cell_backward` - the same
+  step written into preallocated buffers, with a hand-written backward that needs only
+  the saved gates, ``c_{t-1}`` and ``tanh(c_t)``. The backward is split so that what
+  does not depend on the incoming gradient (the factors) is computed apart, for all
+  steps at once in a sequence. The fused sequence loop and :class:`CellFunction` both
+  use them, so the step's forward and backward math lives here once.
 * :class:`CellFunction` - an autograd Function around them, for step-by-step decoding.
 """
 from typing import Optional, Tuple
@@ -18,9 +20,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..gates import GateSpec, activate_gates, gate_preact_grad
-
-_I, _F, _G, _O = range(4)
+from ..gates import GateSpec, activate_gates, gate_derivative
 
 
 def _blocks(t: Tensor):
@@ -51,26 +51,43 @@ def cell_forward(
     torch.mul(o, tanh_c_out, out=h_out)
 
 
+def backward_factors(gates: Tensor, c_prev: Tensor, tanh_c: Tensor, spec: GateSpec) -> Tuple[Tensor, Tensor]:
+    """The parts of a step's backward that do not depend on the incoming gradient.
+
+    gates [..., 4H] (activated), c_prev and tanh_c [..., H] -> (A [..., H], F [..., 4H]) with
+    ``A = o (1 - tanh(c)^2)`` (dc/dh through the output gate) and
+    ``F = gate_derivative * [g, c_prev, i, tanh(c)]`` (d pre-activation per unit of
+    dL/dc for i, f, g, and per unit of dL/dh for o). Any leading shape works, so a
+    sequence computes them for all steps at once.
+    """
+    i, _, g, o = _blocks(gates)
+    factors = gate_derivative(gates, spec)
+    f_i, f_f, f_g, f_o = _blocks(factors)
+    f_i.mul_(g)
+    f_f.mul_(c_prev)
+    f_g.mul_(i)
+    f_o.mul_(tanh_c)
+    dc_dh = torch.addcmul(o, o * tanh_c, tanh_c, value=-1.0)
+    return dc_dh, factors
+
+
 def cell_backward(
-    grad_h: Tensor, grad_c: Tensor, gates: Tensor, c_prev: Tensor, tanh_c: Tensor,
-    spec: GateSpec, grad_preact_out: Tensor, grad_c_prev_out: Tensor,
+    grad_h: Tensor, grad_c: Tensor, dc_dh: Tensor, factors: Tensor, forget: Tensor,
+    grad_preact_out: Tensor, grad_c_prev_out: Tensor,
 ) -> None:
-    """Hand-written backward of :func:`cell_forward`.
+    """Backward of one step, given :func:`backward_factors`.
 
     grad_h: [N,H] dL/dh_t;  grad_c: [N,H] dL/dc_t from step t+1 (not through h_t).
-    gates: [N,4H] activated;  c_prev, tanh_c: [N,H].
+    dc_dh: [N,H];  factors: [N,4H];  forget: [N,H] the forget gate.
     grad_preact_out: [N,4H] receives dL/d(pre-activations).
     grad_c_prev_out: [N,H] receives dL/dc_{t-1}; it may alias ``grad_c``.
     """
-    i, f, g, o = _blocks(gates)
-    d_i, d_f, d_g, d_o = _blocks(grad_preact_out)
-    grad_c_total = grad_c + grad_h * o * (1.0 - tanh_c * tanh_c)
-    torch.mul(grad_c_total, g, out=d_i)
-    torch.mul(grad_c_total, c_prev, out=d_f)
-    torch.mul(grad_c_total, i, out=d_g)
-    torch.mul(grad_h, tanh_c, out=d_o)
-    gate_preact_grad(grad_preact_out, gates, spec, out=grad_preact_out)
-    torch.mul(grad_c_total, f, out=grad_c_prev_out)
+    n, hidden = grad_h.shape
+    grad_c_total = torch.addcmul(grad_c, grad_h, dc_dh)
+    torch.mul(grad_c_total.unsqueeze(1), factors[:, : 3 * hidden].view(n, 3, hidden),
+              out=grad_preact_out[:, : 3 * hidden].view(n, 3, hidden))
+    torch.mul(grad_h, factors[:, 3 * hidden:], out=grad_preact_out[:, 3 * hidden:])
+    torch.mul(grad_c_total, forget, out=grad_c_prev_out)
 
 
 class CellFunction(torch.autograd.Function):
@@ -92,9 +109,10 @@ class CellFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_h: Tensor, grad_c: Tensor):
         gates, c_prev, tanh_c = ctx.saved_tensors
+        dc_dh, factors = backward_factors(gates, c_prev, tanh_c, ctx.spec)
         grad_preact = torch.empty_like(gates)
         grad_c_prev = torch.empty_like(c_prev)
-        cell_backward(grad_h, grad_c, gates, c_prev, tanh_c, ctx.spec, grad_preact, grad_c_prev)
+        cell_backward(grad_h, grad_c, dc_dh, factors, _blocks(gates)[1], grad_preact, grad_c_prev)
         return grad_preact, grad_c_prev, None, None
 
 

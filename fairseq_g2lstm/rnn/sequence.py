@@ -8,8 +8,9 @@ Shapes: T steps, B batch, H hidden. Inputs are right-padded: row ``b`` holds
   simple, any length order, the path every faster one is tested against.
 * :class:`SequenceFunction` - the fast CPU path: rows sorted by decreasing length,
   so step t works on the first ``batch_sizes[t]`` rows only; preallocated buffers;
-  a hand-written backward that runs the pointwise backward in a reverse loop and
-  computes the recurrent weight gradient as one matrix product afterwards.
+  everything that does not depend on the previous step done for all steps at once;
+  a hand-written backward with a short reverse loop and the recurrent weight gradient
+  as one matrix product afterwards.
 """
 from typing import List, Optional, Tuple
 
@@ -17,8 +18,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..gates import GateSpec
-from .cell import cell_backward, cell_forward, cell_step
+from ..gates import GateSpec, prescale_preact, prescale_weight
+from .cell import backward_factors, cell_backward, cell_forward, cell_step
 
 
 def batch_sizes_for(lengths: Tensor, steps: int) -> List[int]:
@@ -53,8 +54,13 @@ class SequenceFunction(torch.autograd.Function):
     """(x_proj [T,B,4H], w_hh [4H,H], h0 [B,H], c0 [B,H], noise [T,B,2H] or None,
     lengths [B] sorted decreasing, spec) -> (out [T,B,H], h_n [B,H], c_n [B,H]).
 
-    Saved for backward: the activated gates [T,B,4H], c and tanh(c) [T,B,H] and the
-    output. The noise is not saved: the gate derivative needs only the gate values.
+    Forward: the noise and temperature are applied to all input projections at once
+    and the temperature is folded into the recurrent weights (:func:`prescale_preact`),
+    so a step is one in-place ``addmm`` and the plain pointwise cell.
+    Backward: the gradient-independent factors of every step are computed at once
+    (:func:`backward_factors`), leaving a handful of ops per step in the reverse loop;
+    ``dW_hh`` is one product after it. Saved: the activated gates [T,B,4H], c and
+    tanh(c) [T,B,H] and the output; never the noise.
     """
 
     @staticmethod
@@ -62,22 +68,17 @@ class SequenceFunction(torch.autograd.Function):
         steps, batch, h4 = x_proj.shape
         hidden = h4 // 4
         batch_sizes = batch_sizes_for(lengths, steps)
-        gates = torch.empty_like(x_proj)
-        cells = x_proj.new_zeros(steps, batch, hidden)
-        tanh_cells = x_proj.new_zeros(steps, batch, hidden)
-        out = x_proj.new_zeros(steps, batch, hidden)
-        w_hh_t = w_hh.t()
-        noise_steps = noise.unbind(0) if noise is not None else [None] * steps
+        gates = prescale_preact(x_proj.clone(), spec, noise)  # pre-activations, then gates
+        w_rec_t = prescale_weight(w_hh, spec).t().contiguous()  # [H,4H]; contiguous GEMMs are faster
+        cell_spec = spec.after_prescaling()
+        cells, tanh_cells, out = (x_proj.new_zeros(steps, batch, hidden) for _ in range(3))
         h_prev, c_prev = h0, c0
-        for xp, gate, c, tanh_c, h, eps, n in zip(
-            x_proj.unbind(0), gates.unbind(0), cells.unbind(0), tanh_cells.unbind(0),
-            out.unbind(0), noise_steps, batch_sizes,
-        ):
+        for gate, c, tanh_c, h, n in zip(gates.unbind(0), cells.unbind(0), tanh_cells.unbind(0),
+                                         out.unbind(0), batch_sizes):
             if n == 0:
                 break
-            torch.addmm(xp[:n], h_prev[:n], w_hh_t, out=gate[:n])
-            cell_forward(gate[:n], c_prev[:n], spec, None if eps is None else eps[:n],
-                         gate[:n], c[:n], tanh_c[:n], h[:n])
+            gate = gate[:n].addmm_(h_prev[:n], w_rec_t)
+            cell_forward(gate, c_prev[:n], cell_spec, None, gate, c[:n], tanh_c[:n], h[:n])
             h_prev, c_prev = h, c
         last = (lengths.to(x_proj.device) - 1).clamp_(min=0)
         rows = torch.arange(batch, device=x_proj.device)
@@ -97,20 +98,25 @@ class SequenceFunction(torch.autograd.Function):
     def backward(ctx, grad_out, grad_h_n, grad_c_n):
         w_hh, h0, c0, out = ctx.saved_tensors
         gates, cells, tanh_cells = ctx.intermediates
-        steps, batch, hidden = out.shape
-        grad_preact = torch.zeros_like(gates)
-        grad_h = grad_h_n.clone()
-        grad_c = grad_c_n.clone()
+        spec = ctx.spec
+        steps, _, hidden = out.shape
+        c_prev = torch.cat([c0.unsqueeze(0), cells[:-1]])
+        dc_dh, factors = backward_factors(gates, c_prev, tanh_cells, spec.after_prescaling())
+        forget = gates[..., hidden : 2 * hidden]
+        w_rec = prescale_weight(w_hh, spec)
+        grad_preact = torch.empty_like(gates)
+        grad_h, grad_c = grad_h_n.clone(), grad_c_n.clone()
         for t in range(steps - 1, -1, -1):
             n = ctx.batch_sizes[t]
+            grad_preact[t, n:].zero_()  # padding
             if n == 0:
                 continue
-            gh, gc = grad_h[:n], grad_c[:n]
+            gh, gc, gp = grad_h[:n], grad_c[:n], grad_preact[t, :n]
             gh += grad_out[t, :n]
-            c_prev = cells[t - 1, :n] if t > 0 else c0[:n]
-            cell_backward(gh, gc, gates[t, :n], c_prev, tanh_cells[t, :n], ctx.spec,
-                          grad_preact[t, :n], gc)
-            torch.mm(grad_preact[t, :n], w_hh, out=gh)
+            cell_backward(gh, gc, dc_dh[t, :n], factors[t, :n], forget[t, :n], gp, gc)
+            torch.mm(gp, w_rec, out=gh)
+        # Undo the prescaling: these were gradients w.r.t. the prescaled pre-activations.
+        prescale_preact(grad_preact, spec)
         # Rows inactive at a step have zero grad_preact there, so padded h rows add nothing.
         grad_w_hh = grad_preact[0].t() @ h0
         if steps > 1:
