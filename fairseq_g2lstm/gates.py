@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 GATE_MODES = ("gumbel", "plain", "sharpened")
@@ -127,6 +128,20 @@ def logistic_noise(u: Tensor, eps: float = LOGISTIC_EPS) -> Tensor:
     return torch.log(u + eps) - torch.log1p(eps - u)
 
 
+def rank_noise_generator(device=None) -> Optional[torch.Generator]:
+    """The generator for G2 noise: None (torch's default) in a single process.
+
+    Distributed trainers such as fairseq seed every rank alike, which would give every
+    rank the same noise. So under ``torch.distributed`` each draw takes a seed from the
+    default generator (the same on every rank, so ``torch.manual_seed`` still reproduces
+    a run) and adds the rank to it.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    seed = int(torch.randint(2**62, (1,)).item())
+    return torch.Generator(device=device or "cpu").manual_seed(seed + dist.get_rank())
+
+
 def sample_gate_noise(
     shape,
     noise_prob: float,
@@ -138,7 +153,8 @@ def sample_gate_noise(
     """Draw ``B * L`` for the i/f gates: fresh for every element of ``shape``.
 
     ``shape`` is usually ``[T, B, 2H]`` (every step of a sequence) or ``[B, 2H]``.
-    Draws come from torch's generator, so ``torch.manual_seed`` fixes them.
+    Draws come from ``generator``, by default torch's own (:func:`rank_noise_generator`),
+    so ``torch.manual_seed`` fixes them.
 
     One uniform ``v`` per element gives both draws: ``B = 1[v < p]``, and given ``B = 1``,
     ``v / p`` is again Uniform(0, 1) and independent of ``B``, so ``L(v / p)`` has the
@@ -146,6 +162,8 @@ def sample_gate_noise(
     The mask is built with float arithmetic: boolean masking is several times slower
     on CPU than the logarithms themselves.
     """
+    if generator is None:
+        generator = rank_noise_generator(device)
     v = torch.rand(shape, device=device, dtype=dtype, generator=generator)
     if noise_prob <= 0.0:
         return v.zero_()
