@@ -249,7 +249,8 @@ def test_prepare_parallel_lowercases_and_prints_the_next_commands(parallel, caps
 
 def sgml(pairs, side: int, setid: str) -> str:
     segs = "".join(f'<seg id="{i}">{pair[side]}</seg>\n' for i, pair in enumerate(pairs, 1))
-    return f'<srcset setid="{setid}" srclang="any">\n<doc sysid="ref" docid="1" origlang="en">\n{segs}</doc>\n</srcset>\n'
+    return (f'<srcset setid="{setid}" srclang="any">\n<doc sysid="ref" docid="1" origlang="en">\n'
+            f"{segs}</doc>\n</srcset>\n")
 
 
 @pytest.fixture(scope="module")
@@ -291,8 +292,10 @@ def test_wmt14_reads_archives_and_sgml_and_drops_pairs_over_64_subwords(wmt):
     subword_drops = expected_subword_drops(destdir, wmt["train"], False, LengthFilter(None, 1.5), 64)
     assert subword_drops >= 1  # the 100-word pair
     assert manifest["splits"]["train"] == {
-        "read": 402, "kept": 402 - 1 - subword_drops, "dropped": {"over_max_ratio": 1, "over_max_subwords": subword_drops}
-    }  # fmt: skip
+        "read": 402,
+        "kept": 402 - 1 - subword_drops,
+        "dropped": {"over_max_ratio": 1, "over_max_subwords": subword_drops},
+    }
     assert manifest["splits"]["valid"]["kept"] == 20 and manifest["splits"]["test"]["kept"] == 25
     assert any(symbol.lower() != symbol for symbol in dictionary_symbols(destdir, "de"))  # case kept
     assert "--arch g2lstm_wmt" not in manifest["command"]

@@ -71,7 +71,9 @@ def locate_files(
         found.update(extract_from_archive(archive, missing, scratch))
     missing = [name for name in basenames if name not in found]
     if missing:
-        searched = f" (searched the folder and {', '.join(a.name for a in archives)})" if root.is_dir() and archives else ""
+        searched = ""
+        if root.is_dir() and archives:
+            searched = f" (searched the folder and {', '.join(archive.name for archive in archives)})"
         hint = f"; expected {layout}" if layout else ""
         raise InputError(root, f"missing {missing[0]}{searched}{hint}")
     return found

@@ -15,7 +15,6 @@ Usage::
 """
 import argparse
 import hashlib
-import json
 import re
 import sys
 from collections import Counter
@@ -27,7 +26,7 @@ from .atomic_dir import atomic_output_dir
 from .errors import reports_errors
 from .filters import normalize
 from .mo_catalog import CatalogEntry, CatalogFormatError, read_catalog
-from .textio import PairWriter
+from .textio import PairWriter, write_json
 
 SOURCE_LANG, TARGET_LANG = "de", "en"
 DEFAULT_LOCALE_DIR = Path("/usr/share/locale")
@@ -201,9 +200,7 @@ def build_corpus(
             with PairWriter(staging / split, SOURCE_LANG, TARGET_LANG) as writer:
                 for german, english in split_pairs_:
                     writer.write(german, english)
-        with open(staging / MANIFEST, "w", encoding="utf-8") as stream:
-            json.dump(manifest, stream, indent=2)
-            stream.write("\n")
+        write_json(staging / MANIFEST, manifest)
     return manifest
 
 

@@ -20,23 +20,23 @@ dropped per reason and split, vocabulary sizes, the command line). The IWSLT14 a
 scripts are front ends that turn the official archives into file pairs for :func:`prepare`.
 """
 import argparse
-import json
+import contextlib
 import os
 import shlex
 import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 from . import binarize, sentencepiece_bpe
 from .atomic_dir import atomic_output_dir, check_destination
 from .errors import InputError, reports_errors
 from .filters import NO_LENGTH_FILTER, LengthFilter, clean_pair
 from .next_commands import PAPER_IWSLT14, TrainingRecipe, next_commands
-from .textio import PairWriter, read_pairs
+from .textio import PairWriter, read_pairs, write_json
 
 SPLITS = ("train", "valid", "test")
 SPM_PREFIX = "spm"
@@ -70,6 +70,26 @@ def log(message: str) -> None:
     print(f"| {message}", flush=True)
 
 
+@contextlib.contextmanager
+def timed(seconds: Dict[str, float], stage: str) -> Iterator[None]:
+    """Record the wall time of a stage, for the manifest."""
+    started = time.monotonic()
+    yield
+    seconds[stage] = round(time.monotonic() - started, 2)
+
+
+@dataclass
+class SplitCounts:
+    """Pairs read from the inputs, kept in the data-bin, and dropped per reason."""
+
+    read: int = 0
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        return {"read": self.read, "kept": self.kept, "dropped": dict(sorted(self.dropped.items()))}
+
+
 def check_inputs_exist(sources: Mapping[str, FilePairs]) -> None:
     """Fail before any work on a missing file, not after hours on the training split."""
     for file_pairs in sources.values():
@@ -79,17 +99,57 @@ def check_inputs_exist(sources: Mapping[str, FilePairs]) -> None:
 
 
 def clean_split(
-    file_pairs: FilePairs, writer: PairWriter, lowercase: bool, length_filter: LengthFilter
-) -> Tuple[int, Counter]:
-    """Stream every file pair through :func:`clean_pair`; return (pairs read, drops)."""
-    read, dropped = 0, Counter()
+    file_pairs: FilePairs, writer: PairWriter, lowercase: bool, length_filter: LengthFilter, counts: SplitCounts
+) -> None:
+    """Stream every file pair through :func:`clean_pair` into ``writer``."""
     for source_path, target_path in file_pairs:
         for source, target in read_pairs(source_path, target_path):
-            read += 1
-            cleaned = clean_pair(source, target, lowercase, length_filter, dropped)
+            counts.read += 1
+            cleaned = clean_pair(source, target, lowercase, length_filter, counts.dropped)
             if cleaned is not None:
                 writer.write(*cleaned)
-    return read, dropped
+
+
+def clean_splits(
+    sources: Mapping[str, FilePairs], options: PrepareOptions, work: Path
+) -> Tuple[Dict[str, PairWriter], Dict[str, SplitCounts]]:
+    """Stage 1: cleaned text of every split in ``work``; the length filters on train only."""
+    cleaned, counts = {}, {}
+    for split in SPLITS:
+        length_filter = options.train_length_filter if split == "train" else NO_LENGTH_FILTER
+        counts[split] = SplitCounts()
+        with PairWriter(work / f"clean.{split}", options.source_lang, options.target_lang) as writer:
+            clean_split(sources[split], writer, options.lowercase, length_filter, counts[split])
+        cleaned[split] = writer
+        log(f"clean {split}: {counts[split].read} pairs read, {writer.count} kept, "
+            f"dropped {dict(counts[split].dropped)}")  # fmt: skip
+        if writer.count == 0:
+            raise InputError(sources[split][0][0], f"no usable pairs in the {split} split")
+    return cleaned, counts
+
+
+def encode_splits(
+    spm_model: Path, cleaned: Mapping[str, PairWriter], options: PrepareOptions, work: Path,
+    counts: Mapping[str, SplitCounts],
+) -> Dict[str, Path]:
+    """Stage 3: sentencepiece pieces of every split; the subword filter on train only.
+
+    Returns the file prefix of each split's encoded text.
+    """
+    prefixes = {}
+    for split in SPLITS:
+        max_subwords = options.train_max_subwords if split == "train" else None
+        prefixes[split] = work / f"bpe.{split}"
+        with PairWriter(prefixes[split], options.source_lang, options.target_lang) as writer:
+            sentencepiece_bpe.encode_split(
+                spm_model, cleaned[split].source_path, cleaned[split].target_path, writer,
+                options.workers, max_subwords, counts[split].dropped,
+            )
+        counts[split].kept = writer.count
+        log(f"encode {split}: {writer.count} pairs kept")
+        if writer.count == 0:
+            raise InputError(cleaned[split].source_path, f"no pairs left in the {split} split after encoding")
+    return prefixes  # fmt: skip
 
 
 def prepare(
@@ -100,66 +160,37 @@ def prepare(
 ) -> dict:
     """Build ``options.destdir`` from ``sources`` (keys ``train``, ``valid``, ``test``).
 
-    Returns the manifest, which is also written to ``destdir/manifest.json``.
+    ``extra_manifest`` (a front end's own counts) is merged into the manifest, which is
+    returned and written to ``destdir/manifest.json``.
     """
     check_destination(options.destdir, options.force)
     check_inputs_exist(sources)
-    langs = (options.source_lang, options.target_lang)
-    counts: Dict[str, dict] = {}
     seconds: Dict[str, float] = {}
     with atomic_output_dir(options.destdir, options.force) as staging:
         work = staging / "work"
         work.mkdir()
-
-        started = time.monotonic()
-        cleaned: Dict[str, PairWriter] = {}
-        for split in SPLITS:
-            length_filter = options.train_length_filter if split == "train" else NO_LENGTH_FILTER
-            with PairWriter(work / f"clean.{split}", *langs) as writer:
-                read, dropped = clean_split(sources[split], writer, options.lowercase, length_filter)
-            cleaned[split] = writer
-            counts[split] = {"read": read, "dropped": dropped}
-            log(f"clean {split}: {read} pairs read, {writer.count} kept, dropped {dict(dropped)}")
-            if writer.count == 0:
-                raise InputError(sources[split][0][0], f"no usable pairs left in the {split} split")
-        seconds["clean"] = time.monotonic() - started
-
-        started = time.monotonic()
-        log(f"train sentencepiece BPE (vocab <= {options.vocab_size}) on {cleaned['train'].count} pairs")
-        spm_model = sentencepiece_bpe.train_joint_bpe(
-            [cleaned["train"].source_path, cleaned["train"].target_path],
-            staging / SPM_PREFIX,
-            vocab_size=options.vocab_size,
-            input_sentence_size=options.spm_input_sentence_size,
-            character_coverage=options.character_coverage,
-            seed=options.seed,
-            threads=options.workers,
-        )
-        seconds["spm_train"] = time.monotonic() - started
-
-        started = time.monotonic()
-        encoded_prefixes = {}
-        for split in SPLITS:
-            max_subwords = options.train_max_subwords if split == "train" else None
-            with PairWriter(work / f"bpe.{split}", *langs) as writer:
-                sentencepiece_bpe.encode_split(
-                    spm_model, cleaned[split].source_path, cleaned[split].target_path, writer,
-                    options.workers, max_subwords, counts[split]["dropped"],
-                )  # fmt: skip
-            encoded_prefixes[split] = work / f"bpe.{split}"
-            counts[split]["kept"] = writer.count
-            log(f"encode {split}: {writer.count} pairs kept")
-            if writer.count == 0:
-                raise InputError(sources[split][0][0], f"no pairs left in the {split} split after encoding")
-        seconds["encode"] = time.monotonic() - started
-
-        started = time.monotonic()
-        preprocess = binarize.preprocess_command(encoded_prefixes, *langs, staging, options.workers)
-        log("fairseq-preprocess: " + shlex.join(preprocess))
-        binarize.run_fairseq_preprocess(preprocess)
-        seconds["binarize"] = time.monotonic() - started
+        with timed(seconds, "clean"):
+            cleaned, counts = clean_splits(sources, options, work)
+        with timed(seconds, "spm_train"):
+            log(f"train sentencepiece BPE (vocab <= {options.vocab_size}) on {cleaned['train'].count} pairs")
+            spm_model = sentencepiece_bpe.train_joint_bpe(
+                [cleaned["train"].source_path, cleaned["train"].target_path],
+                staging / SPM_PREFIX,
+                vocab_size=options.vocab_size,
+                input_sentence_size=options.spm_input_sentence_size,
+                character_coverage=options.character_coverage,
+                seed=options.seed,
+                threads=options.workers,
+            )
+        with timed(seconds, "encode"):
+            encoded = encode_splits(spm_model, cleaned, options, work, counts)
+        with timed(seconds, "binarize"):
+            preprocess = binarize.preprocess_command(
+                encoded, options.source_lang, options.target_lang, staging, options.workers
+            )
+            log("fairseq-preprocess: " + shlex.join(preprocess))
+            binarize.run_fairseq_preprocess(preprocess)
         shutil.rmtree(work)
-
         manifest = {
             "command": command_line,
             "source_lang": options.source_lang,
@@ -171,28 +202,18 @@ def prepare(
                 "max_subwords": options.train_max_subwords,
             },
             **(extra_manifest or {}),
-            "splits": {
-                split: {"read": c["read"], "kept": c["kept"], "dropped": dict(sorted(c["dropped"].items()))}
-                for split, c in counts.items()
-            },
-            "spm_model": str(options.destdir.resolve() / f"{SPM_PREFIX}.model"),
+            "splits": {split: split_counts.as_dict() for split, split_counts in counts.items()},
+            "spm_model": str(options.destdir.resolve() / spm_model.name),
             "spm_vocab_size": sentencepiece_bpe.vocabulary_size(spm_model),
             "requested_vocab_size": options.vocab_size,
             "dictionary_size": binarize.dictionary_size(staging, options.source_lang),
             "fairseq_preprocess": preprocess,
-            "seconds": {stage: round(value, 2) for stage, value in seconds.items()},
+            "seconds": seconds,
         }
-        with open(staging / MANIFEST, "w", encoding="utf-8") as stream:
-            json.dump(manifest, stream, indent=2, ensure_ascii=False)
-            stream.write("\n")
-    log(f"wrote {options.destdir} ({sum(seconds.values()):.1f} s)")
-    print(
-        next_commands(
-            options.destdir, options.destdir / f"{SPM_PREFIX}.model",
-            *langs, options.recipe, options.lowercase,
-        ),
-        flush=True,
-    )  # fmt: skip
+        write_json(staging / MANIFEST, manifest)
+    log(f"wrote {options.destdir} in {sum(seconds.values()):.1f} s")
+    print(next_commands(options.destdir, options.destdir / spm_model.name, options.source_lang,
+                        options.target_lang, options.recipe, options.lowercase), flush=True)  # fmt: skip
     return manifest
 
 

@@ -70,15 +70,19 @@ def _load_worker_model(model_path: str) -> None:
     _worker_model = sentencepiece.SentencePieceProcessor(model_file=model_path)
 
 
-def _encode_chunk(pairs: List[Pair]) -> List[Tuple[List[str], List[str]]]:
-    """[(source, target)] -> [(source pieces, target pieces)], in the worker's model."""
+def _encode_chunk(pairs: List[Pair]) -> List[Tuple[str, str, int]]:
+    """[(source, target)] -> [(source pieces, target pieces, pieces on the longer side)].
+
+    Pieces are joined here, in the worker, so that strings rather than lists of pieces
+    travel back to the writing process.
+    """
     sources, targets = zip(*pairs)
-    return list(
-        zip(
-            _worker_model.encode(list(sources), out_type=str),
-            _worker_model.encode(list(targets), out_type=str),
-        )
-    )
+    encoded_sources = _worker_model.encode(list(sources), out_type=str)
+    encoded_targets = _worker_model.encode(list(targets), out_type=str)
+    return [
+        (" ".join(source), " ".join(target), max(len(source), len(target)))
+        for source, target in zip(encoded_sources, encoded_targets)
+    ]
 
 
 def _chunks(pairs: Iterable[Pair], size: int) -> Iterator[List[Pair]]:
@@ -118,8 +122,8 @@ def encode_split(
     """Encode aligned files into ``writer``; pairs over ``max_subwords`` pieces on either
     side are dropped and counted (pass ``None`` to keep every pair)."""
     for chunk in _encode_in_order(model_path, read_pairs(source_path, target_path), workers):
-        for source_pieces, target_pieces in chunk:
-            if max_subwords is not None and max(len(source_pieces), len(target_pieces)) > max_subwords:
+        for source, target, longest in chunk:
+            if max_subwords is not None and longest > max_subwords:
                 dropped[OVER_MAX_SUBWORDS] += 1
                 continue
-            writer.write(" ".join(source_pieces), " ".join(target_pieces))
+            writer.write(source, target)

@@ -3,6 +3,7 @@
 Every reader yields ``(line_number, text)`` so that a later check can still name the
 line it rejects; nothing reads a whole file into memory.
 """
+import json
 from pathlib import Path
 from typing import Iterable, Iterator, Tuple
 
@@ -87,3 +88,10 @@ class PairWriter:
     def __exit__(self, *exc_info) -> None:
         self._source.close()
         self._target.close()
+
+
+def write_json(path: Path, data: dict) -> None:
+    """A manifest: indented, UTF-8 kept readable, ending in a newline."""
+    with open(path, "w", encoding="utf-8") as stream:
+        json.dump(data, stream, indent=2, ensure_ascii=False)
+        stream.write("\n")
