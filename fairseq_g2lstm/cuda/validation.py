@@ -1,0 +1,120 @@
+"""Checking the fused kernel against the torch reference (haste's ``validation/``).
+
+Pure torch, no fairseq and no pytest, so that the GPU check (``scripts/gpu_check.sh``)
+runs it on a machine that has neither; ``tests/test_cuda_*.py`` build on it.
+
+* :func:`kernel_backend` - the ops module and device of a backend: ``cuda`` (the
+  extension, on a GPU) or ``host`` (the host emulation: the same host loops and step
+  code on the CPU).
+* :func:`reference_with_gates` - the reference loop that also returns the activated
+  gates, to compare with the kernel's saved gates.
+* :func:`recover_noise` - the i/f noise a kernel drew, read back from its gates.
+* :func:`relative_error` - the norm-wise error the tolerances are stated in.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ..gates import GateSpec, activate_gates, gate_slice
+from ..rnn.cell import cell_step
+
+BACKENDS = ("host", "cuda")
+
+
+def kernel_backend(name: str) -> Tuple[object, torch.device]:
+    """(ops, device) of backend ``name``; raises RuntimeError with the reason it is absent."""
+    from . import build, load_ops
+
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("no CUDA device (torch.cuda.is_available() is False)")
+        return load_ops(required=True), torch.device("cuda")
+    if name == "host":
+        return build.load_host_emulation(), torch.device("cpu")
+    raise ValueError(f"backend must be one of {BACKENDS}; got {name!r}")
+
+
+def relative_error(actual: Tensor, expected: Tensor) -> float:
+    """||actual - expected|| / ||expected|| in float64 (0 when both are zero)."""
+    actual, expected = actual.detach().double(), expected.detach().double()
+    scale = expected.norm().item()
+    diff = (actual - expected).norm().item()
+    return diff / scale if scale > 0 else diff
+
+
+def reference_with_gates(
+    x_proj: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, lengths: Tensor, spec: GateSpec,
+    noise: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The reference loop (as :func:`~fairseq_g2lstm.rnn.sequence.sequence_reference`), also
+    returning the activated gates [T,B,4H], zero at padding like the kernel's.
+
+    x_proj [T,B,4H], w_hh [4H,H], h0, c0 [B,H], lengths [B], noise [T,B,2H] or None
+    -> out [T,B,H], h_n [B,H], c_n [B,H], gates [T,B,4H].
+    """
+    h, c = h0, c0
+    outs, all_gates = [], []
+    for t in range(x_proj.shape[0]):
+        preact = x_proj[t] + h @ w_hh.t()
+        eps = None if noise is None else noise[t]
+        h_new, c_new = cell_step(preact, c, spec, eps)
+        active = (lengths > t).to(x_proj.device).unsqueeze(1)
+        gates = activate_gates(preact, spec, eps)
+        all_gates.append(torch.where(active, gates, torch.zeros_like(gates)))
+        h = torch.where(active, h_new, h)
+        c = torch.where(active, c_new, c)
+        outs.append(torch.where(active, h_new, torch.zeros_like(h_new)))
+    return torch.stack(outs), h, c, torch.stack(all_gates)
+
+
+def recover_noise(gates: Tensor) -> Tensor:
+    """The i|f noise [.., 2H] from gates [.., 4H] of a run with zero pre-activations and
+    inv_tau = 1, where i = sigmoid(noise): noise = log(i) - log(1 - i)."""
+    hidden = gates.shape[-1] // 4
+    s = gates[..., gate_slice("i", hidden).start : gate_slice("f", hidden).stop].double()
+    return torch.log(s) - torch.log1p(-s)
+
+
+def logistic_noise_second_moment(eps: float, points: int = 1_000_000) -> float:
+    """E[L^2] for L = log(u + eps) - log(1 - u + eps), u ~ U(0,1), by the midpoint rule."""
+    u = (torch.arange(points, dtype=torch.float64) + 0.5) / points
+    noise = torch.log(u + eps) - torch.log1p(eps - u)
+    return float((noise * noise).mean())
+
+
+# Random123's known-answer vectors for Philox4x32-10: (counter, key) -> output.
+PHILOX_KNOWN_ANSWERS = (
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+)
+
+
+def philox4x32_10(counter, key):
+    """Philox4x32-10 in Python, the spec the kernel's g2lstm_gates.cuh implements."""
+    mask = 0xFFFFFFFF
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for round_ in range(10):
+        if round_:
+            k0, k1 = (k0 + 0x9E3779B9) & mask, (k1 + 0xBB67AE85) & mask
+        p0, p1 = 0xD2511F53 * c0, 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = ((p1 >> 32) ^ c1 ^ k0) & mask, p1 & mask, ((p0 >> 32) ^ c3 ^ k1) & mask, p0 & mask
+    return c0, c1, c2, c3
+
+
+def expected_kernel_noise(seed: int, offset: int, step: int, element: int, noise_prob: float, eps: float):
+    """The (i, f) noise the kernel draws for ``element`` (= b*H + j) at ``step``, computed
+    in float64 from the documented stream: counter (offset/4 + step, element), key seed."""
+    block = offset // 4 + step
+    counter = (block & 0xFFFFFFFF, block >> 32, element & 0xFFFFFFFF, element >> 32)
+    words = philox4x32_10(counter, (seed & 0xFFFFFFFF, seed >> 32))
+    out = []
+    for word in words[:2]:
+        v = word * 2.0 ** -32 + 2.0 ** -33
+        u = torch.tensor(v / noise_prob, dtype=torch.float64)
+        noise = torch.log(u + eps) - torch.log1p(eps - u) if v < noise_prob else torch.zeros((), dtype=torch.float64)
+        out.append(float(noise))
+    return tuple(out)
