@@ -96,7 +96,7 @@ def size_args(dim: int) -> List[str]:
 ALL_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 QUICK = dict(dim=32, max_tokens=400, steps=2, warmup=1, repeats=2, rounds=1, gen_batch_size=12, gen_sentences=24,
              threads=1, isolation="none")
-FULL = dict(dim=256, max_tokens=4000, steps=8, warmup=2, repeats=2, rounds=3, gen_batch_size=64, gen_sentences=200,
+FULL = dict(dim=256, max_tokens=4000, steps=6, warmup=2, repeats=1, rounds=3, gen_batch_size=64, gen_sentences=128,
             threads=ALL_CORES, isolation="process")
 
 
@@ -116,12 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "memory from a sampler instead of the process peak (quick's default)")
     p.add_argument("--dim", type=int, help="embedding = hidden size (default 256; quick 32)")
     p.add_argument("--max-tokens", type=int, help="training batch size in tokens (default 4000)")
-    p.add_argument("--steps", type=int, help="timed updates per pass (default 8)")
+    p.add_argument("--steps", type=int, help="timed updates per pass (default 6)")
     p.add_argument("--warmup", type=int, help="untimed updates before timing (default 2)")
-    p.add_argument("--repeats", type=int, help="timed passes per process (default 2)")
+    p.add_argument("--repeats", type=int, help="timed passes per process (default 1)")
     p.add_argument("--rounds", type=int, help="fresh processes per model, interleaved (default 3)")
     p.add_argument("--gen-batch-size", type=int, help="generation batch, sentences (default 64)")
-    p.add_argument("--gen-sentences", type=int, help="test sentences to translate per pass (default 200)")
+    p.add_argument("--gen-sentences", type=int, help="test sentences to translate per pass (default 128)")
     p.add_argument("--gen-length", type=int, help="pinned output length L (default: mean test target length)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", type=Path, help="where to write the results (default benchmarks/results/)")
@@ -300,6 +300,7 @@ def measure_model(name: str, opts) -> dict:
         "train_batches": len(timed), "train_tokens_per_pass": tokens, "train_fingerprint": batch_fingerprint(batches),
         "gen_sentences": sentences, "gen_batches": len(gen_batches), "gen_length": gen_length,
         "loadavg_1min": [load_before, os.getloadavg()[0]],
+        "plugin": str(Path(sys.modules["fairseq_g2lstm"].__file__).parent),
     }
 
 
