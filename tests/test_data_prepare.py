@@ -451,3 +451,12 @@ def test_download_copies_a_url_and_explains_a_failure(tmp_path):
     with pytest.raises(PrepareError, match="cannot download .*online"):
         download((tmp_path / "absent.tgz").as_uri(), tmp_path / "never.tgz")
     assert not (tmp_path / "never.tgz").exists() and not (tmp_path / "never.tgz.part").exists()
+
+
+def test_a_vocabulary_smaller_than_the_alphabet_is_a_clear_error(small_corpus, capsys):
+    args = parallel_args(small_corpus, small_corpus / "bin")
+    args[args.index("--vocab-size") + 1] = "20"
+    status, _, err = run_main(prepare_parallel.main, args, capsys)
+    assert status != 0 and len(err.splitlines()) == 1
+    assert err.startswith("error: sentencepiece training failed: Vocabulary size is smaller than required_chars")
+    assert_nothing_written(small_corpus, small_corpus / "bin")

@@ -13,6 +13,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import sentencepiece
 
+from .errors import PrepareError
 from .filters import OVER_MAX_SUBWORDS
 from .textio import PairWriter, read_pairs
 
@@ -42,18 +43,22 @@ def train_joint_bpe(
     of an error.
     """
     sentencepiece.set_random_generator_seed(seed)
-    sentencepiece.SentencePieceTrainer.train(
-        input=[str(path) for path in text_files],
-        model_prefix=str(model_prefix),
-        model_type="bpe",
-        vocab_size=vocab_size,
-        hard_vocab_limit=False,
-        character_coverage=character_coverage,
-        input_sentence_size=input_sentence_size,
-        shuffle_input_sentence=True,
-        num_threads=threads,
-        minloglevel=2,
-    )
+    try:
+        sentencepiece.SentencePieceTrainer.train(
+            input=[str(path) for path in text_files],
+            model_prefix=str(model_prefix),
+            model_type="bpe",
+            vocab_size=vocab_size,
+            hard_vocab_limit=False,
+            character_coverage=character_coverage,
+            input_sentence_size=input_sentence_size,
+            shuffle_input_sentence=True,
+            num_threads=threads,
+            minloglevel=2,
+        )
+    except RuntimeError as error:  # e.g. a vocabulary smaller than the alphabet
+        message = str(error).split("] ")[-1]
+        raise PrepareError(f"sentencepiece training failed: {message}") from None
     return Path(f"{model_prefix}.model")
 
 
