@@ -30,7 +30,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(out [T,B,H], h_n, c_n [B,H], gates [T,B,4H], hs, cs [T+1,B,H])",
         py::arg("x_proj"), py::arg("w_hh"), py::arg("h0"), py::arg("c0"), py::arg("batch_sizes"),
         py::arg("inv_tau"), py::arg("noise_prob"), py::arg("eps"), py::arg("hard"),
-        py::arg("noise") = py::none(), py::arg("poison") = false);
+        py::arg("noise") = py::none(), py::arg("seed") = py::none(), py::arg("poison") = false);
   m.def("sequence_backward", &g2lstm::sequence_backward,
         "grad_out [T,B,H], grad_h_n, grad_c_n [B,H], w_hh, hs, cs, gates, batch_sizes -> "
         "(grad_x_proj [T,B,4H], grad_w_hh [4H,H], grad_h0, grad_c0 [B,H])",
@@ -40,7 +40,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cell_forward", &g2lstm::cell_forward,
         "preact [N,4H], c_prev [N,H] -> (h [N,H], c [N,H], gates [N,4H])", py::arg("preact"),
         py::arg("c_prev"), py::arg("inv_tau"), py::arg("noise_prob"), py::arg("eps"), py::arg("hard"),
-        py::arg("noise") = py::none(), py::arg("poison") = false);
+        py::arg("noise") = py::none(), py::arg("seed") = py::none(), py::arg("poison") = false);
   m.def("cell_backward", &g2lstm::cell_backward,
         "grad_h, grad_c [N,H], gates [N,4H], c_prev, c [N,H] -> (grad_preact [N,4H], grad_c_prev [N,H])",
         py::arg("grad_h"), py::arg("grad_c"), py::arg("gates"), py::arg("c_prev"), py::arg("c"),

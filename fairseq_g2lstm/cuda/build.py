@@ -154,8 +154,14 @@ def find_nvcc() -> Optional[str]:
     return None
 
 
-def _cuda_home(nvcc: str) -> str:
-    return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+def _cuda_include(nvcc: str) -> Optional[str]:
+    """The toolkit's include folder (nvcc may be a wrapper script outside the toolkit)."""
+    roots = (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
+             os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "/usr/local/cuda")
+    for root in roots:
+        if root and os.path.isfile(os.path.join(root, "include", "cuda_runtime.h")):
+            return os.path.join(root, "include")
+    return None  # nvcc still finds its own headers
 
 
 def _torch_cxx_standard(cpp_extension) -> str:
@@ -185,7 +191,7 @@ def check_commands(nvcc: str, out_dir: str, arch: str = CHECK_ARCH) -> List[List
         includes = cpp_extension.include_paths("cpu")
     except TypeError:  # torch < 2.4: include_paths(cuda=False)
         includes = cpp_extension.include_paths(False)
-    includes = list(includes) + [os.path.join(_cuda_home(nvcc), "include")]
+    includes = list(includes) + [path for path in [_cuda_include(nvcc)] if path]
     common = getattr(cpp_extension, "COMMON_NVCC_FLAGS", _TORCH_NVCC_FLAGS)
     flags = (
         [f"-I{path}" for path in includes]

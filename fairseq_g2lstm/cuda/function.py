@@ -16,6 +16,7 @@ import functools
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -31,6 +32,19 @@ def batch_sizes_for(lengths: Tensor, steps: int) -> List[int]:
         raise ValueError(f"a length of {int(lengths.max())} exceeds the {steps} steps of the input")
     steps_range = torch.arange(steps)
     return (lengths.unsqueeze(0) > steps_range.unsqueeze(1)).sum(1).tolist()
+
+
+def rank_noise_seed() -> Optional[int]:
+    """The kernel's Philox seed: None (the device's default generator) in a single process.
+
+    Under ``torch.distributed`` every rank is seeded alike, which would give every rank the
+    same noise; as :func:`fairseq_g2lstm.gates.rank_noise_generator` does for the torch
+    path, each draw then takes a seed from the default generator (the same on every rank,
+    so ``torch.manual_seed`` still reproduces a run) plus the rank.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    return int(torch.randint(2**62, (1,)).item()) + dist.get_rank()
 
 
 def _gate_args(spec: GateSpec):
@@ -53,9 +67,10 @@ class SequenceKernelFunction(torch.autograd.Function):
         inv_tau, noise_prob, eps, hard = _gate_args(spec)
         if noise is not None:
             noise = noise.to(dtype)
+        seed = rank_noise_seed() if noise is None and spec.noisy else None
         out, h_n, c_n, gates, hs, cs = ops.sequence_forward(
             x_proj, w_hh.to(dtype), h0.to(dtype), c0.to(dtype), list(batch_sizes),
-            inv_tau, noise_prob, eps, hard, noise, poison,
+            inv_tau, noise_prob, eps, hard, noise, seed, poison,
         )
         ctx.ops, ctx.spec, ctx.poison = ops, spec, poison
         ctx.batch_sizes = list(batch_sizes)
@@ -89,7 +104,8 @@ class CellKernelFunction(torch.autograd.Function):
         if noise is not None:
             noise = noise.to(dtype)
         c_prev_cast = c_prev.to(dtype)
-        h, c, gates = ops.cell_forward(preact, c_prev_cast, inv_tau, noise_prob, eps, hard, noise, poison)
+        seed = rank_noise_seed() if noise is None and spec.noisy else None
+        h, c, gates = ops.cell_forward(preact, c_prev_cast, inv_tau, noise_prob, eps, hard, noise, seed, poison)
         ctx.ops, ctx.spec, ctx.poison, ctx.c_dtype = ops, spec, poison, c_prev.dtype
         ctx.save_for_backward(gates, c_prev_cast, c)
         return h, c

@@ -9,8 +9,10 @@
 // Gate arguments, from a gates.GateSpec: inv_tau (1 / temperature for i and f),
 // noise_prob (p; 0 for none), eps (gates.LOGISTIC_EPS) and hard (i, f = 1[a >= 0]).
 // Noise: an explicit `noise` tensor when given (the debug hook), else Philox draws in
-// the kernel when noise_prob > 0, from the device's default generator (seeded by
-// torch.manual_seed), else none. Hard gates take no noise.
+// the kernel when noise_prob > 0, else none. Hard gates take no noise. The Philox seed
+// and offset come from the device's default generator (seeded by torch.manual_seed;
+// 4 words reserved per step), or, when `seed` is given, are (seed, 0): the Python side
+// passes one under torch.distributed so that each rank draws its own noise.
 //
 // poison: fill every output and work buffer with NaN first, so that a test sees any
 // element the kernels leave unwritten.
@@ -39,7 +41,8 @@ std::vector<at::Tensor> sequence_forward(const at::Tensor& x_proj, const at::Ten
                                          const at::Tensor& h0, const at::Tensor& c0,
                                          const std::vector<int64_t>& batch_sizes, double inv_tau,
                                          double noise_prob, double eps, bool hard,
-                                         const std::optional<at::Tensor>& noise, bool poison);
+                                         const std::optional<at::Tensor>& noise,
+                                         std::optional<int64_t> seed, bool poison);
 
 // Backward of sequence_forward, from what it saved.
 //   grad_out: [T,B,H];  grad_h_n, grad_c_n: [B,H]
@@ -57,7 +60,8 @@ std::vector<at::Tensor> sequence_backward(const at::Tensor& grad_out, const at::
 // Returns {h [N,H], c [N,H], gates [N,4H]}.
 std::vector<at::Tensor> cell_forward(const at::Tensor& preact, const at::Tensor& c_prev,
                                      double inv_tau, double noise_prob, double eps, bool hard,
-                                     const std::optional<at::Tensor>& noise, bool poison);
+                                     const std::optional<at::Tensor>& noise,
+                                     std::optional<int64_t> seed, bool poison);
 
 // Backward of cell_forward.
 //   grad_h, grad_c: [N,H];  gates: [N,4H];  c_prev, c: [N,H]

@@ -10,6 +10,7 @@
 // 4 words per subsequence per step for the whole sequence at once through
 // philox_cuda_state, as ATen's fused dropout does, so torch.manual_seed controls the
 // draws and CUDA graph capture works; the kernel unpacks the state on the device.
+// Under torch.distributed the Python side passes a per-rank seed instead (offset 0).
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <ATen/cuda/PhiloxUtils.cuh>
 
@@ -56,6 +57,8 @@ struct CudaForwardLaunch {
     return gen->philox_cuda_state(words);
   }
 
+  static Philox fixed_philox(uint64_t seed) { return Philox(seed, 0); }
+
   template <typename scalar_t, typename acc_t, bool HARD, NoiseKind NOISE, int VEC>
   static void forward(const ForwardStep<scalar_t, acc_t>& step, int64_t threads, const Philox& philox) {
     if (threads == 0) {
@@ -74,16 +77,18 @@ std::vector<at::Tensor> sequence_forward(const at::Tensor& x_proj, const at::Ten
                                          const at::Tensor& h0, const at::Tensor& c0,
                                          const std::vector<int64_t>& batch_sizes, double inv_tau,
                                          double noise_prob, double eps, bool hard,
-                                         const std::optional<at::Tensor>& noise, bool poison) {
+                                         const std::optional<at::Tensor>& noise,
+                                         std::optional<int64_t> seed, bool poison) {
   return detail::sequence_forward<CudaForwardLaunch>(x_proj, w_hh, h0, c0, batch_sizes, inv_tau,
-                                                     noise_prob, eps, hard, noise, poison);
+                                                     noise_prob, eps, hard, noise, seed, poison);
 }
 
 std::vector<at::Tensor> cell_forward(const at::Tensor& preact, const at::Tensor& c_prev,
                                      double inv_tau, double noise_prob, double eps, bool hard,
-                                     const std::optional<at::Tensor>& noise, bool poison) {
+                                     const std::optional<at::Tensor>& noise,
+                                     std::optional<int64_t> seed, bool poison) {
   return detail::cell_forward<CudaForwardLaunch>(preact, c_prev, inv_tau, noise_prob, eps, hard,
-                                                 noise, poison);
+                                                 noise, seed, poison);
 }
 
 }  // namespace g2lstm

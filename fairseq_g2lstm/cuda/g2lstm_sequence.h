@@ -10,6 +10,7 @@
 //   Guard(tensor)                       device guard for the call
 //   check_device(tensor, name)          the tensor is on this backend's device
 //   Philox reserve_philox(like, words)  reserve `words` 32-bit draws per subsequence
+//   Philox fixed_philox(seed)           the stream (seed, offset 0)
 //   forward<scalar_t, acc_t, HARD, NOISE, VEC>(ForwardStep, threads, Philox)
 //   backward<scalar_t, acc_t, HARD, VEC>(BackwardStep, threads)
 //
@@ -168,7 +169,8 @@ std::vector<at::Tensor> sequence_forward(const at::Tensor& x_proj_in, const at::
                                          const at::Tensor& h0, const at::Tensor& c0,
                                          const std::vector<int64_t>& batch_sizes, double inv_tau,
                                          double noise_prob, double eps, bool hard,
-                                         const std::optional<at::Tensor>& noise_in, bool fill_nan) {
+                                         const std::optional<at::Tensor>& noise_in,
+                                         std::optional<int64_t> seed, bool fill_nan) {
   TORCH_CHECK(x_proj_in.dim() == 3 && x_proj_in.size(2) % kNumGates == 0,
               "g2lstm: x_proj must be [T,B,4H]; got ", x_proj_in.sizes());
   const int64_t T = x_proj_in.size(0), B = x_proj_in.size(1), H = x_proj_in.size(2) / kNumGates;
@@ -214,7 +216,9 @@ std::vector<at::Tensor> sequence_forward(const at::Tensor& x_proj_in, const at::
   }
   typename Launch::Philox philox{};
   if (kind == NoiseKind::kPhilox) {
-    philox = Launch::reserve_philox(x_proj, kPhiloxWordsPerStep * static_cast<uint64_t>(T));
+    philox = seed.has_value()
+                 ? Launch::fixed_philox(static_cast<uint64_t>(*seed))
+                 : Launch::reserve_philox(x_proj, kPhiloxWordsPerStep * static_cast<uint64_t>(T));
   }
   const at::Tensor w_hh_t = w_hh.t();  // [H,4H]
 
@@ -351,7 +355,8 @@ std::vector<at::Tensor> sequence_backward(const at::Tensor& grad_out_in, const a
 template <class Launch>
 std::vector<at::Tensor> cell_forward(const at::Tensor& preact_in, const at::Tensor& c_prev_in,
                                      double inv_tau, double noise_prob, double eps, bool hard,
-                                     const std::optional<at::Tensor>& noise_in, bool fill_nan) {
+                                     const std::optional<at::Tensor>& noise_in,
+                                     std::optional<int64_t> seed, bool fill_nan) {
   TORCH_CHECK(preact_in.dim() == 2 && preact_in.size(1) % kNumGates == 0,
               "g2lstm: preact must be [N,4H]; got ", preact_in.sizes());
   const int64_t N = preact_in.size(0), H = preact_in.size(1) / kNumGates;
@@ -381,7 +386,8 @@ std::vector<at::Tensor> cell_forward(const at::Tensor& preact_in, const at::Tens
   }
   typename Launch::Philox philox{};
   if (kind == NoiseKind::kPhilox) {
-    philox = Launch::reserve_philox(preact, kPhiloxWordsPerStep);
+    philox = seed.has_value() ? Launch::fixed_philox(static_cast<uint64_t>(*seed))
+                              : Launch::reserve_philox(preact, kPhiloxWordsPerStep);
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, preact.scalar_type(), "g2lstm_cell_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;

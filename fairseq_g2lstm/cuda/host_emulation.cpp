@@ -9,7 +9,7 @@
 // (fairseq_g2lstm.cuda.build.load_host_emulation); never part of the CUDA extension.
 //
 // Philox state: each call takes a fresh seed from the default CPU generator (so
-// torch.manual_seed fixes the draws) and offset 0.
+// torch.manual_seed fixes the draws) and offset 0, or the seed it is given.
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/Generator.h>
 
@@ -40,6 +40,8 @@ struct HostLaunch {
     return Philox{gen->random64(), 0};
   }
 
+  static Philox fixed_philox(uint64_t seed) { return Philox{seed, 0}; }
+
   template <typename scalar_t, typename acc_t, bool HARD, NoiseKind NOISE, int VEC>
   static void forward(const ForwardStep<scalar_t, acc_t>& step, int64_t threads, const Philox& philox) {
     for (int64_t index = 0; index < threads; ++index) {
@@ -61,9 +63,10 @@ std::vector<at::Tensor> sequence_forward(const at::Tensor& x_proj, const at::Ten
                                          const at::Tensor& h0, const at::Tensor& c0,
                                          const std::vector<int64_t>& batch_sizes, double inv_tau,
                                          double noise_prob, double eps, bool hard,
-                                         const std::optional<at::Tensor>& noise, bool poison) {
+                                         const std::optional<at::Tensor>& noise,
+                                         std::optional<int64_t> seed, bool poison) {
   return detail::sequence_forward<HostLaunch>(x_proj, w_hh, h0, c0, batch_sizes, inv_tau, noise_prob,
-                                              eps, hard, noise, poison);
+                                              eps, hard, noise, seed, poison);
 }
 
 std::vector<at::Tensor> sequence_backward(const at::Tensor& grad_out, const at::Tensor& grad_h_n,
@@ -78,9 +81,10 @@ std::vector<at::Tensor> sequence_backward(const at::Tensor& grad_out, const at::
 
 std::vector<at::Tensor> cell_forward(const at::Tensor& preact, const at::Tensor& c_prev,
                                      double inv_tau, double noise_prob, double eps, bool hard,
-                                     const std::optional<at::Tensor>& noise, bool poison) {
+                                     const std::optional<at::Tensor>& noise,
+                                     std::optional<int64_t> seed, bool poison) {
   return detail::cell_forward<HostLaunch>(preact, c_prev, inv_tau, noise_prob, eps, hard, noise,
-                                          poison);
+                                          seed, poison);
 }
 
 std::vector<at::Tensor> cell_backward(const at::Tensor& grad_h, const at::Tensor& grad_c,
