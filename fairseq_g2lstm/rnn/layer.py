@@ -176,7 +176,9 @@ class G2LSTM(nn.Module):
                 w_ih, w_hh, b_ih, b_hh = (getattr(self, n) for n in self._param_names[k])
                 inp = x if direction == 0 else reverse_padded(x, lengths)
                 x_proj = F.linear(inp, w_ih, b_ih + b_hh)  # [T,B,4H], one product for all steps
-                eps = self._noise(noise, k, spec, steps, batch, x)
+                # A runner that draws its own noise (the CUDA kernel) gets only explicit noise.
+                draws_own = noise is None and getattr(run, "draws_noise", False)
+                eps = None if draws_own else self._noise(noise, k, spec, steps, batch, x)
                 out, h, c = run(x_proj, w_hh, state[0][k], state[1][k], lengths, spec, eps)
                 outs.append(out if direction == 0 else reverse_padded(out, lengths))
                 h_n.append(h)

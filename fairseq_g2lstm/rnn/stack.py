@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..cuda import cuda_cell_step
 from ..gates import NUM_GATES, NUM_NOISY_GATES, GateConfig, GateSpec, sample_gate_noise
 from .cell import cell_step, fused_cell_step
 
@@ -109,7 +110,7 @@ class CellStack(nn.Module):
         hiddens, cells: L tensors [B,H];  noise: [L,B,2H] or None.
         Returns the new hiddens and cells (L tensors [B,H] each); the top hidden is the output.
         """
-        step = cell_step if self.kernel == "reference" else fused_cell_step
+        step = cell_step if self.kernel == "reference" else (cuda_cell_step(self.kernel, x_proj) or fused_cell_step)
         new_h, new_c = [], []
         inp = None
         for layer, (w_in_t, w_hh_t, bias) in enumerate(weights):
