@@ -200,3 +200,29 @@ def test_setup_with_g2lstm_build_cuda_declares_the_extension(monkeypatch):
     assert sorted(os.path.basename(s) for s in ext.sources) == sorted(build.CUDA_SOURCES)
     assert all(os.path.isfile(os.path.join(REPO, s)) for s in ext.sources)
     assert "build_ext" in kwargs["cmdclass"]
+
+
+def _benchmark_module():
+    spec = importlib.util.spec_from_file_location("gate_kernel_bench", os.path.join(REPO, "benchmarks", "gate_kernel.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_needs_cuda_unless_dry_run(monkeypatch, capsys):
+    bench = _benchmark_module()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench.main([]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_the_benchmark_dry_runs_its_tables_on_cpu(tmp_path):
+    bench = _benchmark_module()
+    out = tmp_path / "bench.md"
+    argv = ["--device", "cpu", "--batches", "2", "--hiddens", "8", "--steps", "3", "--iters", "1",
+            "--warmup", "0", "--out", str(out)]
+    assert bench.main(argv) == 0
+    text = out.read_text()
+    assert "### B=2 H=8 T=3 float32" in text
+    assert "| G2 kernel (cuda) | n/a | n/a |" in text and "| G2 torch path |" in text and "| nn.LSTM (CPU) |" in text
+    assert "### Goals" in text
