@@ -42,12 +42,8 @@ SIZES = {"host": ((5, 4, 8), (5, 4, 5)), "cuda": ((9, 12, 64), (9, 12, 37))}
 def backend(request):
     try:
         ops, device = validation.kernel_backend(request.param)
-    except RuntimeError as err:
-        if request.param == "cuda":
-            pytest.skip(f"cuda backend: {err}")
-        raise
-    except Exception as err:  # the host build needs a C++ compiler and ninja
-        pytest.skip(f"host emulation could not be built: {err}")
+    except validation.BackendUnavailable as reason:
+        pytest.skip(f"{request.param} backend: {reason}")
     return request.param, ops, device
 
 

@@ -44,12 +44,8 @@ SIZES = {"host": dict(dim=32, vocab=40, batch=4, src_len=7, tgt_len=6),
 def backend(request):
     try:
         ops, device = validation.kernel_backend(request.param)
-    except RuntimeError as err:
-        if request.param == "cuda":
-            pytest.skip(f"cuda backend: {err}")
-        raise
-    except Exception as err:
-        pytest.skip(f"host emulation could not be built: {err}")
+    except validation.BackendUnavailable as reason:
+        pytest.skip(f"{request.param} backend: {reason}")
     return request.param, ops, device
 
 

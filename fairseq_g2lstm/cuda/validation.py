@@ -22,15 +22,28 @@ from ..rnn.cell import cell_step
 BACKENDS = ("host", "cuda")
 
 
+class BackendUnavailable(Exception):
+    """This machine cannot run a backend at all (no GPU; no C++ toolchain)."""
+
+
 def kernel_backend(name: str) -> Tuple[object, torch.device]:
-    """(ops, device) of backend ``name``; raises RuntimeError with the reason it is absent."""
+    """(ops, device) of backend ``name``.
+
+    Raises :class:`BackendUnavailable` where the machine lacks what the backend needs
+    (a CUDA device; a C++ compiler and ninja), and the build's own error where it fails.
+    """
+    import shutil
+
     from . import build, load_ops
 
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("no CUDA device (torch.cuda.is_available() is False)")
+            raise BackendUnavailable("no CUDA device (torch.cuda.is_available() is False)")
         return load_ops(required=True), torch.device("cuda")
     if name == "host":
+        missing = [tool for tool in ("ninja", "c++") if shutil.which(tool) is None]
+        if missing:
+            raise BackendUnavailable(f"the host emulation's build needs {' and '.join(missing)}")
         return build.load_host_emulation(), torch.device("cpu")
     raise ValueError(f"backend must be one of {BACKENDS}; got {name!r}")
 
