@@ -36,6 +36,14 @@ setup(
     packages=find_packages(include=["fairseq_g2lstm", "fairseq_g2lstm.*"]),
     python_requires=">=3.9",
     install_requires=["torch>=2.0", "sentencepiece", "sacrebleu"],
+    entry_points={
+        "console_scripts": [
+            "g2lstm-prepare-parallel = fairseq_g2lstm.data.prepare_parallel:main",
+            "g2lstm-prepare-iwslt14 = fairseq_g2lstm.data.prepare_iwslt14:main",
+            "g2lstm-prepare-wmt14 = fairseq_g2lstm.data.prepare_wmt14:main",
+            "g2lstm-build-gettext-corpus = fairseq_g2lstm.data.gettext_corpus:main",
+        ]
+    },
     # The CUDA kernel's sources, for its build on first use.
     package_data={"fairseq_g2lstm.cuda": ["*.cu", "*.cuh", "*.h", "*.cpp"]},
     **cuda_build_options(),

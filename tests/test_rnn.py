@@ -203,3 +203,17 @@ def test_cell_stack_fused_equals_reference_with_the_same_noise():
     assert torch.allclose(out_f, out_r, atol=1e-10)
     for a, b in zip(grads_f, grads_r):
         assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_explicit_noise_follows_its_rows_when_the_layer_sorts_by_length():
+    torch.manual_seed(9)
+    fused = G2LSTM(4, 3, 2, [True, False], gate=GUMBEL).double().train()
+    ref = G2LSTM(4, 3, 2, [True, False], gate=GUMBEL, kernel="reference").double().train()
+    ref.load_state_dict(fused.state_dict())
+    lengths = torch.tensor([2, 5, 3])  # unsorted: the fused path reorders rows
+    noise = [sample_gate_noise((5, 3, 6), 0.5, dtype=torch.float64) for _ in range(3)]
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+    out, (h_n, c_n) = fused(x, lengths, noise=noise)
+    out_ref, (h_ref, c_ref) = ref(x, lengths, noise=noise)
+    assert torch.allclose(out, out_ref, atol=1e-10)
+    assert torch.allclose(h_n, h_ref, atol=1e-10) and torch.allclose(c_n, c_ref, atol=1e-10)

@@ -153,6 +153,8 @@ class G2LSTM(nn.Module):
             x, lengths = x.index_select(1, order.to(x.device)), lengths[order]
             if state is not None:
                 state = tuple(s.index_select(1, order.to(s.device)) for s in state)
+            if noise is not None:
+                noise = [n.index_select(1, order.to(n.device)) for n in noise]
         out, h_n, c_n = self._forward_sorted(x, lengths, state, noise)
         if order is not None:
             inverse = torch.empty_like(order)
