@@ -34,6 +34,7 @@ import logging
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -110,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tgt", default=TGT, help="target language of --data")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--g2lstm-args", default="", metavar="FLAGS",
+                   help="extra fairseq flags for the g2lstm rows only, e.g. '--gate-kernel cuda'")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: all cores; quick 1)")
     p.add_argument("--isolation", choices=("process", "none"),
                    help="process: each model in fresh processes (default); none: all in this process, "
@@ -148,8 +151,9 @@ def parse_options(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def fairseq_argv(spec: ModelSpec, opts) -> List[str]:
+    extra = shlex.split(opts.g2lstm_args) if spec.args[1].startswith("g2lstm") else []
     argv = [str(opts.data), "--user-dir", str(PLUGIN_DIR), "--task", "translation",
-            "--source-lang", opts.src, "--target-lang", opts.tgt, *spec.args, *size_args(opts.dim),
+            "--source-lang", opts.src, "--target-lang", opts.tgt, *spec.args, *extra, *size_args(opts.dim),
             "--dropout", str(DROPOUT), "--criterion", "cross_entropy", *OPTIMIZER,
             "--max-tokens", str(opts.max_tokens), "--seed", str(opts.seed), "--num-workers", "0"]
     return argv + (["--cpu"] if opts.device == "cpu" else [])
@@ -405,7 +409,7 @@ def run_benchmark(opts, argv: Sequence[str]) -> dict:
             "torch": torch.__version__, "python": platform.python_version(), "commit": git_commit(),
             "data": str(opts.data), "synthetic": opts.data_is_synthetic, "quick": opts.quick,
             "dim": opts.dim, "layers": LAYERS, "dropout": DROPOUT, "max_tokens": opts.max_tokens,
-            "optimizer": " ".join(OPTIMIZER), "criterion": "cross_entropy",
+            "optimizer": " ".join(OPTIMIZER), "criterion": "cross_entropy", "g2lstm_args": opts.g2lstm_args,
             "train_batches_per_pass": first["train_batches"], "train_tokens_per_pass": first["train_tokens_per_pass"],
             "warmup": opts.warmup, "repeats": opts.repeats, "rounds": opts.rounds, "beam": BEAM,
             "gen_batch_size": opts.gen_batch_size, "gen_sentences": first["gen_sentences"],
