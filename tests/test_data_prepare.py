@@ -92,7 +92,7 @@ def iwslt_fixture():
     # one pair for each training filter of the recipe: empty, too long, bad ratio
     de += ["  ", "lang " * 180, "kurz"]
     en += ["", "long " * 180, "this one is much much longer"]
-    files = {f"train.tags.de-en.de": "\n".join(de) + "\n", f"train.tags.de-en.en": "\n".join(en) + "\n"}
+    files = {"train.tags.de-en.de": "\n".join(de) + "\n", "train.tags.de-en.en": "\n".join(en) + "\n"}
     test_pairs = []
     for number, test_set in enumerate(prepare_iwslt14.TEST_SETS):
         pairs = list(generate_pairs(4 + number, seed=100 + number))

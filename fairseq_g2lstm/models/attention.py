@@ -3,8 +3,8 @@
 Both share one shape of computation, split so that the decoder's step loop does only
 per-step work:
 
-* :meth:`prepare` runs once per source batch: it lays the encoder outputs out
-  batch-first and projects them into keys ([B,S,K]). Generation caches the result.
+* :meth:`memory` runs once per forward: it takes the encoder outputs batch-first and
+  projects them into keys ([B,S,K]), once per source batch: generation caches the keys.
 * :meth:`forward` runs once per target step: score the keys against the decoder's top
   hidden state, softmax over the source, take the context, and combine
   ``out = tanh(W_out [context; hidden])`` ([B,H]), fairseq's ``lstm`` output layer.
@@ -35,12 +35,19 @@ class Attention(nn.Module):
         self.query_dim, self.source_dim = query_dim, source_dim
         self.output_proj = nn.Linear(source_dim + query_dim, query_dim, bias=False)
 
-    def prepare(self, encoder_out: Tensor, padding_mask: Optional[Tensor]) -> Memory:
-        """encoder_out [S,B,C], padding_mask [B,S] or None -> the per-batch memory:
-        ``values`` [B,S,C], ``keys`` [B,S,K] and ``mask`` [B,S] or None."""
-        values = encoder_out.transpose(0, 1).contiguous()
+    def memory(self, encoder_out: Tensor, padding_mask: Optional[Tensor], keys: Optional[Tensor] = None) -> Memory:
+        """What the steps attend to: ``values`` [B,S,C], ``keys`` [B,S,K] and ``mask`` [B,S]
+        or None, from encoder_out [S,B,C] and padding_mask [B,S].
+
+        ``keys`` are the projected keys of an earlier call for the same (reordered) sources:
+        generation caches them, so a step does not redo the projection. ``values`` are a
+        view where ``encoder_out`` is stored batch-major, as the g2lstm encoder stores it.
+        """
+        values = encoder_out.transpose(0, 1)
+        if not values.is_contiguous():
+            values = values.contiguous()
         mask = padding_mask if padding_mask is not None and bool(padding_mask.any()) else None
-        return {"values": values, "keys": self.project_keys(values), "mask": mask}
+        return {"values": values, "keys": self.project_keys(values) if keys is None else keys, "mask": mask}
 
     def project_keys(self, values: Tensor) -> Tensor:
         raise NotImplementedError

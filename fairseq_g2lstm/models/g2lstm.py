@@ -7,13 +7,15 @@ into :mod:`fairseq_g2lstm.rnn` and :mod:`.attention` out. The gate math is in
 
 Encoder output (``encoder_out``), a dict of lists as in fairseq's transformer:
 
-* ``encoder_out``: [S,B,C] top-layer outputs, in the padding layout of ``src_tokens``.
+* ``encoder_out``: [S,B,C] top-layer outputs, in the padding layout of ``src_tokens``,
+  stored batch-major (``.transpose(0, 1)`` is contiguous), so that attention reads
+  them as [B,S,C] without a copy at every generation step.
 * ``encoder_padding_mask``: [B,S] True at padding.
 * ``final_hiddens`` / ``final_cells``: one [B,C_l] tensor per encoder layer, the last
   state of each layer (both directions concatenated for a bidirectional layer).
 """
 import argparse
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -188,7 +190,7 @@ class G2LSTMEncoder(FairseqEncoder):
         if self.left_pad:
             out = move_padding(out, lengths, to_left=True)
         return {
-            "encoder_out": [out],
+            "encoder_out": [out.transpose(0, 1).contiguous().transpose(0, 1)],  # stored batch-major
             "encoder_padding_mask": [padding_mask],
             "final_hiddens": self._per_layer(h_n),
             "final_cells": self._per_layer(c_n),
@@ -200,7 +202,7 @@ class G2LSTMEncoder(FairseqEncoder):
 
     def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor):
         return {
-            "encoder_out": [encoder_out["encoder_out"][0].index_select(1, new_order)],
+            "encoder_out": [encoder_out["encoder_out"][0].transpose(0, 1).index_select(0, new_order).transpose(0, 1)],
             "encoder_padding_mask": [encoder_out["encoder_padding_mask"][0].index_select(0, new_order)],
             "final_hiddens": [h.index_select(0, new_order) for h in encoder_out["final_hiddens"]],
             "final_cells": [c.index_select(0, new_order) for c in encoder_out["final_cells"]],
@@ -253,10 +255,11 @@ class G2LSTMDecoder(FairseqIncrementalDecoder):
             prev_output_tokens = prev_output_tokens[:, -1:]
         batch, steps = prev_output_tokens.shape
         x = self.dropout_in_module(self.embed_tokens(prev_output_tokens)).transpose(0, 1)  # [T,B,E]
-        hiddens, cells, feed, memory = self._unpack(cache) if cache is not None else self._initial_state(encoder_out, x)
+        hiddens, cells, feed, keys = self._unpack(cache) if cache is not None else self._initial_state(encoder_out, x)
+        memory = self.attention.memory(encoder_out["encoder_out"][0], encoder_out["encoder_padding_mask"][0], keys)
 
         spec = self.layers.gate.resolve(self.training)
-        x_proj = self.layers.project_inputs(x)  # [T,B,4H]
+        x_proj = self.layers.project_inputs(x).unbind(0)  # T x [B,4H]; unbind, not x_proj[t]: one backward node
         weights = self.layers.step_weights()
         noise = self.layers.sample_noise(steps, batch, spec, x)
         outs, attns = [], []
@@ -269,7 +272,9 @@ class G2LSTMDecoder(FairseqIncrementalDecoder):
             attns.append(attn)
 
         if incremental_state is not None:
-            self.set_incremental_state(incremental_state, "cached_state", self._pack(hiddens, cells, feed, memory))
+            cache = {"hiddens": torch.stack(hiddens, dim=1), "cells": torch.stack(cells, dim=1), "feed": feed,
+                     "keys": memory["keys"]}
+            self.set_incremental_state(incremental_state, "cached_state", cache)
         x = torch.stack(outs, dim=1)  # [B,T,H]
         if self.additional_fc is not None:
             x = self.dropout_out_module(self.additional_fc(x))
@@ -277,28 +282,23 @@ class G2LSTMDecoder(FairseqIncrementalDecoder):
         return x, attn
 
     def _initial_state(self, encoder_out, like: Tensor):
-        """Decoder states from the encoder's final states, a zero feed and the attention memory."""
+        """Decoder states from the encoder's final states, a zero feed, no attention keys yet."""
         hiddens = [proj(h) for h, proj in zip(encoder_out["final_hiddens"], self.init_hidden_proj)]
         cells = [proj(c) for c, proj in zip(encoder_out["final_cells"], self.init_cell_proj)]
         feed = like.new_zeros(like.shape[1], self.hidden_size)
-        memory = self.attention.prepare(encoder_out["encoder_out"][0], encoder_out["encoder_padding_mask"][0])
-        return hiddens, cells, feed, memory
+        return hiddens, cells, feed, None
 
-    # Incremental state: one dict of batch-first tensors (the mask may be absent).
-    @staticmethod
-    def _pack(hiddens, cells, feed, memory) -> Dict[str, Optional[Tensor]]:
-        return {"hiddens": torch.stack(hiddens, dim=1), "cells": torch.stack(cells, dim=1), "feed": feed, **memory}
-
+    # Incremental state: one dict of batch-first tensors: hiddens and cells [B,L,H],
+    # feed [B,H] and the attention keys [B,S,K].
     @staticmethod
     def _unpack(cache):
-        memory = {k: cache[k] for k in ("values", "keys", "mask")}
-        return list(cache["hiddens"].unbind(1)), list(cache["cells"].unbind(1)), cache["feed"], memory
+        return list(cache["hiddens"].unbind(1)), list(cache["cells"].unbind(1)), cache["feed"], cache["keys"]
 
     def reorder_incremental_state(self, incremental_state, new_order: Tensor):
         cache = self.get_incremental_state(incremental_state, "cached_state")
         if cache is None:
             return
-        reordered = {k: None if v is None else v.index_select(0, new_order) for k, v in cache.items()}
+        reordered = {k: v.index_select(0, new_order) for k, v in cache.items()}
         self.set_incremental_state(incremental_state, "cached_state", reordered)
 
     def output_layer(self, x: Tensor) -> Tensor:
