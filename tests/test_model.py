@@ -135,3 +135,24 @@ def test_training_forward_is_noisy_and_eval_is_not(model_factory):
     assert not torch.allclose(a, b)
     model.eval()
     assert torch.equal(model(src, src_lengths, prev)[0], model(src, src_lengths, prev)[0])
+
+
+def test_decoder_draws_fresh_noise_for_every_step_and_layer(model_factory, monkeypatch):
+    model = model_factory().train()
+    seen = []
+    step = model.decoder.layers.step
+
+    def spy(*args):
+        seen.append(args[-1])  # the step's noise, [L,B,2H]
+        return step(*args)
+
+    monkeypatch.setattr(model.decoder.layers, "step", spy)
+    src, src_lengths = source_batch(model)
+    model(src, src_lengths, target_prefix(model, 3, 4))
+    draws = [layer for noise in seen for layer in noise.unbind(0)]
+    assert len(draws) == 4 * 2
+    assert all(not torch.equal(a, b) for i, a in enumerate(draws) for b in draws[i + 1:])
+    model.eval()
+    seen.clear()
+    model(src, src_lengths, target_prefix(model, 3, 4))
+    assert seen and all(noise is None for noise in seen)
