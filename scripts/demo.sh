@@ -38,15 +38,17 @@ stage "4/5 scoring the test split (beam 5, sacreBLEU)"
 fairseq-generate "$DEMO_DIR/data-bin" --user-dir fairseq_g2lstm --path "$DEMO_DIR/checkpoints/checkpoint_last.pt" \
     --cpu --beam 5 --max-tokens 8000 --remove-bpe sentencepiece --scoring sacrebleu \
     > "$DEMO_DIR/generate-test.txt" 2> "$DEMO_DIR/generate-test.log"
-grep '^H-' "$DEMO_DIR/generate-test.txt" | head -n 5
+grep -m 5 '^H-' "$DEMO_DIR/generate-test.txt"
 BLEU=$(tail -n 1 "$DEMO_DIR/generate-test.txt")
 
 stage "5/5 translating a few sentences with fairseq-interactive"
-printf '%s\n' "datei nicht gefunden" "das verzeichnis kann nicht gelesen werden" \
-    "alle änderungen speichern" "verbindung zum server fehlgeschlagen" |
+SENTENCES=("datei nicht gefunden" "das verzeichnis kann nicht gelesen werden"
+           "alle änderungen speichern" "verbindung zum server fehlgeschlagen")
+printf '%s\n' "${SENTENCES[@]}" |
 fairseq-interactive "$DEMO_DIR/data-bin" --user-dir fairseq_g2lstm --path "$DEMO_DIR/checkpoints/checkpoint_last.pt" \
     --cpu --beam 5 --source-lang de --target-lang en --bpe sentencepiece --sentencepiece-model "$SPM" \
-    2>/dev/null | grep -E '^(S|D)-'
+    2> "$DEMO_DIR/interactive.log" | grep '^D-' | cut -f 3 |
+paste -d '\t' <(printf '%s\n' "${SENTENCES[@]}") - | sed 's/\t/  ->  /'
 
 stage "done"
 echo "$BLEU"
