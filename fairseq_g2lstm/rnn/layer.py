@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..cuda import cuda_sequence_runner
 from ..gates import NUM_GATES, NUM_NOISY_GATES, GateConfig, GateSpec, sample_gate_noise
 from .sequence import sequence_fused, sequence_reference
 
@@ -171,6 +172,8 @@ class G2LSTM(nn.Module):
         if state is None:
             zeros = x.new_zeros(total_dirs, batch, self.hidden_size)
             state = (zeros, zeros)
+        # A runner that draws its own noise (the CUDA kernel) gets only explicit noise.
+        draws_own = noise is None and getattr(run, "draws_noise", False)
         h_n, c_n, k = [], [], 0
         for layer, dirs in enumerate(self.num_directions):
             outs = []
@@ -178,8 +181,6 @@ class G2LSTM(nn.Module):
                 w_ih, w_hh, b_ih, b_hh = (getattr(self, n) for n in self._param_names[k])
                 inp = x if direction == 0 else reverse_padded(x, lengths)
                 x_proj = F.linear(inp, w_ih, b_ih + b_hh)  # [T,B,4H], one product for all steps
-                # A runner that draws its own noise (the CUDA kernel) gets only explicit noise.
-                draws_own = noise is None and getattr(run, "draws_noise", False)
                 eps = None if draws_own else self._noise(noise, k, spec, steps, batch, x)
                 out, h, c = run(x_proj, w_hh, state[0][k], state[1][k], lengths, spec, eps)
                 outs.append(out if direction == 0 else reverse_padded(out, lengths))
@@ -203,8 +204,6 @@ class G2LSTM(nn.Module):
         if self.kernel == "reference":
             return sequence_reference
         if self.kernel == "cuda" or (self.kernel == "auto" and x.is_cuda):
-            from ..cuda import cuda_sequence_runner
-
             runner = cuda_sequence_runner(required=self.kernel == "cuda")
             if runner is not None:
                 return runner
