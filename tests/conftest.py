@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fairseq_g2lstm.cuda import validation
+
 REPO = Path(__file__).resolve().parents[1]
 USER_DIR = str(REPO / "fairseq_g2lstm")
 BIN = Path(sys.executable).parent
@@ -88,3 +90,14 @@ def model_factory():
 
     torch.manual_seed(0)
     return build_model
+
+
+@pytest.fixture(scope="module", params=validation.BACKENDS)
+def backend(request):
+    """The fused kernel's ops on each backend: the host emulation (CPU) and CUDA;
+    skipped where the machine has no such backend."""
+    try:
+        ops, device = validation.kernel_backend(request.param)
+    except validation.BackendUnavailable as reason:
+        pytest.skip(f"{request.param} backend: {reason}")
+    return request.param, ops, device

@@ -38,15 +38,6 @@ MODES = {
 SIZES = {"host": ((5, 4, 8), (5, 4, 5)), "cuda": ((9, 12, 64), (9, 12, 37))}
 
 
-@pytest.fixture(scope="module", params=validation.BACKENDS)
-def backend(request):
-    try:
-        ops, device = validation.kernel_backend(request.param)
-    except validation.BackendUnavailable as reason:
-        pytest.skip(f"{request.param} backend: {reason}")
-    return request.param, ops, device
-
-
 def lengths_for(batch: int, steps: int) -> torch.Tensor:
     """Decreasing lengths with a full row, shorter rows and an empty last row."""
     lengths = torch.linspace(steps, 0, batch).round().long()

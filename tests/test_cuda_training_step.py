@@ -40,15 +40,6 @@ SIZES = {"host": dict(dim=32, vocab=40, batch=4, src_len=7, tgt_len=6),
          "cuda": dict(dim=256, vocab=1000, batch=32, src_len=20, tgt_len=18)}
 
 
-@pytest.fixture(scope="module", params=validation.BACKENDS)
-def backend(request):
-    try:
-        ops, device = validation.kernel_backend(request.param)
-    except validation.BackendUnavailable as reason:
-        pytest.skip(f"{request.param} backend: {reason}")
-    return request.param, ops, device
-
-
 @pytest.fixture
 def kernel_with_torch_noise(backend, monkeypatch):
     """Make ``--gate-kernel cuda`` use ``backend``'s ops, with noise drawn by torch."""

@@ -114,6 +114,18 @@ inline NoiseKind noise_kind(bool hard, double noise_prob, const std::optional<at
   return noise_prob > 0.0 ? NoiseKind::kPhilox : NoiseKind::kNone;
 }
 
+// The explicit noise (the debug hook), checked against `like` and `shape` and made
+// contiguous; an undefined tensor for the other noise kinds.
+inline at::Tensor explicit_noise(NoiseKind kind, const std::optional<at::Tensor>& noise_in,
+                                 const at::Tensor& like, at::IntArrayRef shape) {
+  if (kind != NoiseKind::kExplicit) {
+    return at::Tensor();
+  }
+  check_like(like, *noise_in, "noise");
+  check_shape(*noise_in, shape, "noise");
+  return noise_in->contiguous();
+}
+
 template <NoiseKind K>
 using NoiseConstant = std::integral_constant<NoiseKind, K>;
 
@@ -183,12 +195,7 @@ std::vector<at::Tensor> sequence_forward(const at::Tensor& x_proj_in, const at::
   check_shape(c0, {B, H}, "c0");
   check_batch_sizes(batch_sizes, T, B);
   const NoiseKind kind = noise_kind(hard, noise_prob, noise_in);
-  at::Tensor noise;
-  if (kind == NoiseKind::kExplicit) {
-    check_like(x_proj_in, *noise_in, "noise");
-    check_shape(*noise_in, {T, B, kNumNoisyGates * H}, "noise");
-    noise = noise_in->contiguous();
-  }
+  const at::Tensor noise = explicit_noise(kind, noise_in, x_proj_in, {T, B, kNumNoisyGates * H});
   typename Launch::Guard guard(x_proj_in);
   const at::NoGradGuard no_grad;  // the ops are differentiated by their Python Functions
 
@@ -364,12 +371,7 @@ std::vector<at::Tensor> cell_forward(const at::Tensor& preact_in, const at::Tens
   check_like(preact_in, c_prev_in, "c_prev");
   check_shape(c_prev_in, {N, H}, "c_prev");
   const NoiseKind kind = noise_kind(hard, noise_prob, noise_in);
-  at::Tensor noise;
-  if (kind == NoiseKind::kExplicit) {
-    check_like(preact_in, *noise_in, "noise");
-    check_shape(*noise_in, {N, kNumNoisyGates * H}, "noise");
-    noise = noise_in->contiguous();
-  }
+  const at::Tensor noise = explicit_noise(kind, noise_in, preact_in, {N, kNumNoisyGates * H});
   typename Launch::Guard guard(preact_in);
   const at::NoGradGuard no_grad;  // the ops are differentiated by their Python Functions
   const at::Tensor preact = preact_in.contiguous();

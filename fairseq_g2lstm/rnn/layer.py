@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..cuda import cuda_sequence_runner
+from .. import cuda as cuda_kernel
 from ..gates import NUM_GATES, NUM_NOISY_GATES, GateConfig, GateSpec, sample_gate_noise
 from .sequence import sequence_fused, sequence_reference
 
@@ -204,7 +204,7 @@ class G2LSTM(nn.Module):
         if self.kernel == "reference":
             return sequence_reference
         if self.kernel == "cuda" or (self.kernel == "auto" and x.is_cuda):
-            runner = cuda_sequence_runner(required=self.kernel == "cuda")
+            runner = cuda_kernel.cuda_sequence_runner(required=self.kernel == "cuda")
             if runner is not None:
                 return runner
         return sequence_fused
