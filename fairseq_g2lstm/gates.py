@@ -161,15 +161,21 @@ def sample_gate_noise(
     exact law of ``B * L`` where it matters (``L`` is multiplied by 0 elsewhere).
     The mask is built with float arithmetic: boolean masking is several times slower
     on CPU than the logarithms themselves.
+
+    The draw and the logarithms run in float32 at least (float64 stays float64), and only
+    the result is cast to ``dtype``: in bfloat16, ``eps - 1`` rounds to ``-1``, so
+    ``L(1)`` would be ``inf`` and ``inf * 0`` NaN; in float16, ``v`` would take only a few
+    thousand values. Low precision thus changes nothing but the final rounding.
     """
     if generator is None:
         generator = rank_noise_generator(device)
-    v = torch.rand(shape, device=device, dtype=dtype, generator=generator)
+    draw_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    v = torch.rand(shape, device=device, dtype=draw_dtype, generator=generator)
     if noise_prob <= 0.0:
-        return v.zero_()
+        return v.zero_().to(dtype)
     noised = torch.sign(noise_prob - v).clamp_(min=0.0)  # 1.0 where v < p, else 0.0
     u = v.mul_(1.0 / noise_prob).clamp_(max=1.0)  # only entries with v < p are used
-    return logistic_noise(u).mul_(noised)
+    return logistic_noise(u).mul_(noised).to(dtype)
 
 
 def _split(t: Tensor):

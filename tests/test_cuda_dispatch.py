@@ -129,7 +129,7 @@ def test_the_layer_leaves_noise_to_a_runner_that_draws_its_own(monkeypatch):
         seen.append(noise)
         steps, batch, _ = x_proj.shape
         zeros = x_proj.new_zeros(batch, w_hh.shape[1])
-        return x_proj.new_zeros(steps, batch, w_hh.shape[1]), zeros, zeros
+        return x_proj.new_zeros(steps, batch, w_hh.shape[1]), zeros, zeros, torch.zeros_like(x_proj)
 
     runner.draws_noise = True
     layer = G2LSTM(3, 4, gate=GateConfig(mode="gumbel"), kernel="cuda").train()

@@ -90,7 +90,7 @@ def test_sequence_forward_matches_reference_with_gates(backend, mode):
         out, h_n, c_n, gates, hs, cs = ops.sequence_forward(
             x_proj, w_hh, h0, c0, batch_sizes_for(lengths, steps), spec.inv_temperature,
             spec.noise_prob if noise is None else 0.0, LOGISTIC_EPS, spec.hard, noise, None, True)
-        ref_out, ref_h, ref_c, ref_gates = validation.reference_with_gates(x_proj, w_hh, h0, c0, lengths, spec, noise)
+        ref_out, ref_h, ref_c, ref_gates = sequence_reference(x_proj, w_hh, h0, c0, lengths, spec, noise)
         for got, want, what in ((out, ref_out, "out"), (h_n, ref_h, "h_n"), (c_n, ref_c, "c_n"),
                                 (gates, ref_gates, "gates")):
             assert not torch.isnan(got).any(), f"{what}: unwritten elements (H={hidden})"
@@ -362,7 +362,7 @@ def test_cell_stack_with_kernel_matches_reference(backend, monkeypatch):
         cells = list(hiddens)
         feed, outs = torch.zeros(batch, hidden, device=device), []
         for t in range(steps):
-            hiddens, cells = stack.step(x_proj[t], feed, hiddens, cells, weights, spec, noise[t])
+            hiddens, cells, _ = stack.step(x_proj[t], feed, hiddens, cells, weights, spec, noise[t])
             feed = torch.tanh(hiddens[-1])
             outs.append(hiddens[-1])
         return torch.stack(outs), cells[-1]

@@ -108,7 +108,7 @@ class IwsltLike(nn.Module):
         noise = self.decoder.sample_noise(steps, batch, spec, y)
         feed, outs = y.new_zeros(batch, self.decoder.hidden_size), []
         for t in range(steps):
-            hiddens, cells = self.decoder.step(x_proj[t], feed, hiddens, cells, weights, spec,
+            hiddens, cells, _ = self.decoder.step(x_proj[t], feed, hiddens, cells, weights, spec,
                                                None if noise is None else noise[t])
             out = self.attention(hiddens[-1], keys, enc, mask)
             feed = F.dropout(out, self.dropout, self.training)

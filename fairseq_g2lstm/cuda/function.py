@@ -7,10 +7,11 @@
 * :class:`CellKernelFunction` - one step after the matrix products, the contract of
   :func:`fairseq_g2lstm.rnn.cell.fused_cell_step`.
 
-Noise: an explicit tensor (the debug hook) is used as it is; without one, a noisy
-:class:`GateSpec` makes the kernel draw the noise itself (Philox, from the device's
-default generator). Runners carry ``draws_noise = True`` so that
-:class:`fairseq_g2lstm.rnn.G2LSTM` does not sample noise for them.
+Noise: an explicit tensor (the debug hook) is used as it is. Without one, a noisy
+:class:`GateSpec` makes the sequence kernel draw the noise itself (Philox, from the
+device's default generator); the sequence runner carries ``draws_noise = True`` so that
+:class:`fairseq_g2lstm.rnn.G2LSTM` does not sample noise for it. A single step, like
+every single step of the torch path, takes ``noise=None`` as no noise.
 """
 import functools
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -21,6 +22,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..gates import LOGISTIC_EPS, GateSpec
+from ..rnn.cell import zeros_for_missing
 
 
 def batch_sizes_for(lengths: Tensor, steps: int) -> List[int]:
@@ -53,7 +55,7 @@ def _gate_args(spec: GateSpec):
 
 class SequenceKernelFunction(torch.autograd.Function):
     """(ops, x_proj [T,B,4H], w_hh [4H,H], h0 [B,H], c0 [B,H], noise [T,B,2H] or None,
-    batch_sizes [T], spec, poison) -> (out [T,B,H], h_n [B,H], c_n [B,H]).
+    batch_sizes [T], spec, poison) -> (out [T,B,H], h_n [B,H], c_n [B,H], gates [T,B,4H]).
 
     Computes in x_proj's dtype (w_hh, h0, c0 and noise are cast to it) and returns each
     gradient in its input's dtype. Saved for backward: the activated gates [T,B,4H] and
@@ -76,12 +78,16 @@ class SequenceKernelFunction(torch.autograd.Function):
         ctx.batch_sizes = list(batch_sizes)
         ctx.dtypes = (w_hh.dtype, h0.dtype, c0.dtype)
         ctx.save_for_backward(w_hh, gates, hs, cs)
-        return out, h_n, c_n
+        ctx.mark_non_differentiable(gates)
+        ctx.set_materialize_grads(False)  # see rnn.cell.zeros_for_missing
+        return out, h_n, c_n, gates
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out, grad_h_n, grad_c_n):
+    def backward(ctx, grad_out, grad_h_n, grad_c_n, _grad_gates):
         w_hh, gates, hs, cs = ctx.saved_tensors
+        grad_out = zeros_for_missing(grad_out, hs[1:])
+        grad_h_n, grad_c_n = zeros_for_missing(grad_h_n, hs[0]), zeros_for_missing(grad_c_n, cs[0])
         dtype = gates.dtype
         inv_tau, _, _, hard = _gate_args(ctx.spec)
         grad_x, grad_w, grad_h0, grad_c0 = ctx.ops.sequence_backward(
@@ -95,25 +101,31 @@ class SequenceKernelFunction(torch.autograd.Function):
 
 class CellKernelFunction(torch.autograd.Function):
     """(ops, preact [N,4H], c_prev [N,H], noise [N,2H] or None, spec, poison)
-    -> (h [N,H], c [N,H]). Saved for backward: the gates [N,4H], c_prev and c."""
+    -> (h [N,H], c [N,H], gates [N,4H]). Saved for backward: the gates, c_prev and c.
+
+    As for every single step (``rnn.cell``), ``noise=None`` means no noise: the decoder
+    (``CellStack``) samples its noise for all steps at once and passes it in.
+    """
 
     @staticmethod
     def forward(ctx, ops, preact, c_prev, noise, spec: GateSpec, poison: bool = False):
         dtype = preact.dtype
-        inv_tau, noise_prob, eps, hard = _gate_args(spec)
+        inv_tau, _, eps, hard = _gate_args(spec)
         if noise is not None:
             noise = noise.to(dtype)
         c_prev_cast = c_prev.to(dtype)
-        seed = rank_noise_seed() if noise is None and spec.noisy else None
-        h, c, gates = ops.cell_forward(preact, c_prev_cast, inv_tau, noise_prob, eps, hard, noise, seed, poison)
+        h, c, gates = ops.cell_forward(preact, c_prev_cast, inv_tau, 0.0, eps, hard, noise, None, poison)
         ctx.ops, ctx.spec, ctx.poison, ctx.c_dtype = ops, spec, poison, c_prev.dtype
         ctx.save_for_backward(gates, c_prev_cast, c)
-        return h, c
+        ctx.mark_non_differentiable(gates)
+        ctx.set_materialize_grads(False)  # see rnn.cell.zeros_for_missing
+        return h, c, gates
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_h, grad_c):
+    def backward(ctx, grad_h, grad_c, _grad_gates):
         gates, c_prev, c = ctx.saved_tensors
+        grad_h, grad_c = zeros_for_missing(grad_h, c), zeros_for_missing(grad_c, c)
         dtype = gates.dtype
         inv_tau, _, _, hard = _gate_args(ctx.spec)
         grad_preact, grad_c_prev = ctx.ops.cell_backward(
@@ -139,10 +151,11 @@ def make_sequence_runner(ops) -> Callable:
     def sequence_kernel(
         x_proj: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, lengths: Tensor,
         spec: GateSpec, noise: Optional[Tensor] = None, poison: bool = False,
-    ) -> Tuple[Tensor, Tensor, Tensor]:
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """x_proj [T,B,4H], w_hh [4H,H], h0, c0 [B,H], lengths [B] sorted decreasing (CPU),
         noise [T,B,2H] or None (None and a noisy spec: drawn in the kernel)
-        -> out [T,B,H] (zero at padding), h_n [B,H], c_n [B,H]."""
+        -> out [T,B,H] (zero at padding), h_n [B,H], c_n [B,H], gates [T,B,4H] (zero at
+        padding, no gradient)."""
         _check_device(ops, x_proj)
         batch_sizes = batch_sizes_for(lengths, x_proj.shape[0])
         return SequenceKernelFunction.apply(ops, x_proj, w_hh, h0, c0, noise, batch_sizes, spec, poison)
@@ -158,11 +171,11 @@ def make_cell_step(ops) -> Callable:
 
     def cell_kernel(
         preact: Tensor, c_prev: Tensor, spec: GateSpec, noise: Optional[Tensor] = None, poison: bool = False,
-    ) -> Tuple[Tensor, Tensor]:
-        """preact [N,4H], c_prev [N,H], noise [N,2H] or None -> (h [N,H], c [N,H])."""
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """preact [N,4H], c_prev [N,H], noise [N,2H] or None (no noise)
+        -> (h [N,H], c [N,H], gates [N,4H], no gradient)."""
         _check_device(ops, preact)
         return CellKernelFunction.apply(ops, preact, c_prev, noise, spec, poison)
 
-    cell_kernel.draws_noise = True
     cell_kernel.ops = ops
     return cell_kernel

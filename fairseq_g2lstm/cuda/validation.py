@@ -6,18 +6,15 @@ runs it on a machine that has neither; ``tests/test_cuda_*.py`` build on it.
 * :func:`kernel_backend` - the ops module and device of a backend: ``cuda`` (the
   extension, on a GPU) or ``host`` (the host emulation: the same host loops and step
   code on the CPU).
-* :func:`reference_with_gates` - the reference loop that also returns the activated
-  gates, to compare with the kernel's saved gates.
 * :func:`recover_noise` - the i/f noise a kernel drew, read back from its gates.
 * :func:`relative_error` - the norm-wise error the tolerances are stated in.
 """
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor
 
-from ..gates import GateSpec, activate_gates, gate_slice
-from ..rnn.cell import cell_step
+from ..gates import gate_slice
 
 BACKENDS = ("host", "cuda")
 
@@ -54,31 +51,6 @@ def relative_error(actual: Tensor, expected: Tensor) -> float:
     scale = expected.norm().item()
     diff = (actual - expected).norm().item()
     return diff / scale if scale > 0 else diff
-
-
-def reference_with_gates(
-    x_proj: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, lengths: Tensor, spec: GateSpec,
-    noise: Optional[Tensor] = None,
-) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The reference loop (as :func:`~fairseq_g2lstm.rnn.sequence.sequence_reference`), also
-    returning the activated gates [T,B,4H], zero at padding like the kernel's.
-
-    x_proj [T,B,4H], w_hh [4H,H], h0, c0 [B,H], lengths [B], noise [T,B,2H] or None
-    -> out [T,B,H], h_n [B,H], c_n [B,H], gates [T,B,4H].
-    """
-    h, c = h0, c0
-    outs, all_gates = [], []
-    for t in range(x_proj.shape[0]):
-        preact = x_proj[t] + h @ w_hh.t()
-        eps = None if noise is None else noise[t]
-        h_new, c_new = cell_step(preact, c, spec, eps)
-        active = (lengths > t).to(x_proj.device).unsqueeze(1)
-        gates = activate_gates(preact, spec, eps)
-        all_gates.append(torch.where(active, gates, torch.zeros_like(gates)))
-        h = torch.where(active, h_new, h)
-        c = torch.where(active, c_new, c)
-        outs.append(torch.where(active, h_new, torch.zeros_like(h_new)))
-    return torch.stack(outs), h, c, torch.stack(all_gates)
 
 
 def recover_noise(gates: Tensor) -> Tensor:

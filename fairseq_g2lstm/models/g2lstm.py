@@ -264,7 +264,7 @@ class G2LSTMDecoder(FairseqIncrementalDecoder):
         noise = self.layers.sample_noise(steps, batch, spec, x)
         outs, attns = [], []
         for t in range(steps):
-            hiddens, cells = self.layers.step(x_proj[t], feed, hiddens, cells, weights, spec,
+            hiddens, cells, _ = self.layers.step(x_proj[t], feed, hiddens, cells, weights, spec,
                                               None if noise is None else noise[t])
             out, attn = self.attention(hiddens[-1], memory)
             feed = self.dropout_out_module(out)

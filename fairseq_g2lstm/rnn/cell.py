@@ -13,6 +13,9 @@ Three faces of the same step:
   steps at once in a sequence. The fused sequence loop and :class:`CellFunction` both
   use them, so the step's forward and backward math lives here once.
 * :class:`CellFunction` - an autograd Function around them, for step-by-step decoding.
+
+Every face returns ``(h, c, gates)``: the activated gates [N,4H] are what gate statistics
+and training metrics read (they are computed anyway; they carry no gradient).
 """
 from typing import Optional, Tuple
 
@@ -28,10 +31,12 @@ def _blocks(t: Tensor):
 
 
 def cell_step(preact: Tensor, c_prev: Tensor, spec: GateSpec, noise: Optional[Tensor] = None):
-    """Reference step. preact [N,4H], c_prev [N,H], noise [N,2H] or None -> (h, c) [N,H]."""
-    i, f, g, o = _blocks(activate_gates(preact, spec, noise))
+    """Reference step. preact [N,4H], c_prev [N,H], noise [N,2H] or None (no noise)
+    -> (h [N,H], c [N,H], gates [N,4H])."""
+    gates = activate_gates(preact, spec, noise)
+    i, f, g, o = _blocks(gates)
     c = f * c_prev + i * g
-    return o * torch.tanh(c), c
+    return o * torch.tanh(c), c, gates.detach()
 
 
 def cell_forward(
@@ -90,8 +95,19 @@ def cell_backward(
     torch.mul(grad_c_total, forget, out=grad_c_prev_out)
 
 
+def zeros_for_missing(grad: Optional[Tensor], like: Tensor) -> Tensor:
+    """An output's incoming gradient, zeros where autograd passes None (output unused).
+
+    The Functions here turn off autograd's own zero-filling
+    (``ctx.set_materialize_grads(False)``) because their gates output never has a
+    gradient, and filling it with zeros would cost a full-size write per call.
+    """
+    return torch.zeros_like(like) if grad is None else grad
+
+
 class CellFunction(torch.autograd.Function):
-    """(preact [N,4H], c_prev [N,H], noise [N,2H] or None, spec) -> (h [N,H], c [N,H]).
+    """(preact [N,4H], c_prev [N,H], noise [N,2H] or None, spec)
+    -> (h [N,H], c [N,H], gates [N,4H], no gradient).
 
     One autograd node per step instead of a dozen, and no noise kept for backward.
     """
@@ -103,12 +119,15 @@ class CellFunction(torch.autograd.Function):
         cell_forward(preact, c_prev, spec, noise, gates, c, tanh_c, h)
         ctx.spec = spec
         ctx.save_for_backward(gates, c_prev, tanh_c)
-        return h, c
+        ctx.mark_non_differentiable(gates)
+        ctx.set_materialize_grads(False)  # no zero-filled gradient for the gates at every step
+        return h, c, gates
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_h: Tensor, grad_c: Tensor):
+    def backward(ctx, grad_h: Optional[Tensor], grad_c: Optional[Tensor], _grad_gates: Optional[Tensor]):
         gates, c_prev, tanh_c = ctx.saved_tensors
+        grad_h, grad_c = zeros_for_missing(grad_h, c_prev), zeros_for_missing(grad_c, c_prev)
         dc_dh, factors = backward_factors(gates, c_prev, tanh_c, ctx.spec)
         grad_preact = torch.empty_like(gates)
         grad_c_prev = torch.empty_like(c_prev)
@@ -118,6 +137,6 @@ class CellFunction(torch.autograd.Function):
 
 def fused_cell_step(
     preact: Tensor, c_prev: Tensor, spec: GateSpec, noise: Optional[Tensor] = None
-) -> Tuple[Tensor, Tensor]:
+) -> Tuple[Tensor, Tensor, Tensor]:
     """Fused step with the same contract as :func:`cell_step`."""
     return CellFunction.apply(preact, c_prev, noise, spec)

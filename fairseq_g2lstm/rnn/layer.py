@@ -12,7 +12,7 @@ between the two; in plain mode it computes what ``nn.LSTM`` computes. Two additi
 Dropout applies between layers only (non-recurrent connections), as in ``nn.LSTM``.
 """
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,9 @@ from ..gates import NUM_GATES, NUM_NOISY_GATES, GateConfig, GateSpec, sample_gat
 from .sequence import sequence_fused, sequence_reference
 
 KERNELS = ("auto", "cuda", "torch", "reference")
+
+GateRecorder = Callable[[int, int, Tensor, Tensor], None]
+"""``(layer, direction, gates [T,B,4H], lengths [B]) -> None``: see :meth:`G2LSTM.forward`."""
 
 
 def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
@@ -135,6 +138,7 @@ class G2LSTM(nn.Module):
         lengths: Optional[Tensor] = None,
         state: Optional[Tuple[Tensor, Tensor]] = None,
         noise: Optional[Sequence[Optional[Tensor]]] = None,
+        gate_recorder: Optional[GateRecorder] = None,
     ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
         """
         x:       [T,B,I], right-padded.
@@ -142,6 +146,9 @@ class G2LSTM(nn.Module):
         state:   (h0, c0), each [D_total,B,H] with D_total = sum of directions over layers.
         noise:   optional explicit i/f noise, one [T,B,2H] tensor per (layer, direction)
                  in parameter order; a debug hook that lets two paths see the same draws.
+        gate_recorder: called as ``gate_recorder(layer, direction, gates, lengths)`` for
+                 every (layer, direction) with its activated gates [T,B,4H] (zero at
+                 padding, in the input's row and time order, no gradient) and lengths [B].
         Returns out [T,B,H*D_last] (zero at padding) and (h_n, c_n), each [D_total,B,H].
         """
         steps, batch, _ = x.shape
@@ -156,12 +163,21 @@ class G2LSTM(nn.Module):
                 state = tuple(s.index_select(1, order.to(s.device)) for s in state)
             if noise is not None:
                 noise = [n.index_select(1, order.to(n.device)) for n in noise]
-        out, h_n, c_n = self._forward_sorted(x, lengths, state, noise)
+        out, h_n, c_n, gates = self._forward_sorted(x, lengths, state, noise)
         if order is not None:
             inverse = torch.empty_like(order)
             inverse[order] = torch.arange(batch)
+            lengths = lengths[inverse]
             inverse = inverse.to(x.device)
             out, h_n, c_n = out.index_select(1, inverse), h_n.index_select(1, inverse), c_n.index_select(1, inverse)
+            gates = [g.index_select(1, inverse) for g in gates] if gate_recorder is not None else gates
+        if gate_recorder is not None:
+            k = 0
+            for layer, dirs in enumerate(self.num_directions):
+                for direction in range(dirs):
+                    g = gates[k] if direction == 0 else reverse_padded(gates[k], lengths)
+                    gate_recorder(layer, direction, g, lengths)
+                    k += 1
         return out, (h_n, c_n)
 
     def _forward_sorted(self, x, lengths, state, noise):
@@ -174,7 +190,7 @@ class G2LSTM(nn.Module):
             state = (zeros, zeros)
         # A runner that draws its own noise (the CUDA kernel) gets only explicit noise.
         draws_own = noise is None and getattr(run, "draws_noise", False)
-        h_n, c_n, k = [], [], 0
+        h_n, c_n, gates, k = [], [], [], 0
         for layer, dirs in enumerate(self.num_directions):
             outs = []
             for direction in range(dirs):
@@ -182,15 +198,16 @@ class G2LSTM(nn.Module):
                 inp = x if direction == 0 else reverse_padded(x, lengths)
                 x_proj = F.linear(inp, w_ih, b_ih + b_hh)  # [T,B,4H], one product for all steps
                 eps = None if draws_own else self._noise(noise, k, spec, steps, batch, x)
-                out, h, c = run(x_proj, w_hh, state[0][k], state[1][k], lengths, spec, eps)
+                out, h, c, g = run(x_proj, w_hh, state[0][k], state[1][k], lengths, spec, eps)
                 outs.append(out if direction == 0 else reverse_padded(out, lengths))
                 h_n.append(h)
                 c_n.append(c)
+                gates.append(g)
                 k += 1
             x = outs[0] if dirs == 1 else torch.cat(outs, dim=2)
             if self.dropout > 0 and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, self.training)
-        return x, torch.stack(h_n), torch.stack(c_n)
+        return x, torch.stack(h_n), torch.stack(c_n), gates
 
     def _noise(self, noise, k: int, spec: GateSpec, steps: int, batch: int, like: Tensor) -> Optional[Tensor]:
         if noise is not None:

@@ -4,6 +4,9 @@ Shapes: T steps, B batch, H hidden. Inputs are right-padded: row ``b`` holds
 ``lengths[b]`` real steps, then padding. At padding steps a row's state stays as it was
 (so its final state is the state after its last real step) and its output is zero.
 
+Every runner returns ``(out, h_n, c_n, gates)``; ``gates`` [T,B,4H] are the activated
+gates of every step (zero at padding, no gradient), for gate statistics.
+
 * :func:`sequence_reference` - a plain autograd loop over :func:`cell_step` with masks;
   simple, any length order, the path every faster one is tested against.
 * :class:`SequenceFunction` - the fast CPU path: rows sorted by decreasing length,
@@ -19,7 +22,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..gates import GateSpec, prescale_preact, prescale_weight
-from .cell import backward_factors, cell_backward, cell_forward, cell_step
+from .cell import backward_factors, cell_backward, cell_forward, cell_step, zeros_for_missing
 
 
 def batch_sizes_for(lengths: Tensor, steps: int) -> List[int]:
@@ -31,28 +34,31 @@ def batch_sizes_for(lengths: Tensor, steps: int) -> List[int]:
 def sequence_reference(
     x_proj: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, lengths: Tensor,
     spec: GateSpec, noise: Optional[Tensor] = None,
-) -> Tuple[Tensor, Tensor, Tensor]:
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Reference loop.
 
     x_proj: [T,B,4H] input projection with biases;  w_hh: [4H,H];
     h0, c0: [B,H];  lengths: [B];  noise: [T,B,2H] or None.
-    Returns out [T,B,H] (zero at padding), h_n [B,H], c_n [B,H].
+    Returns out [T,B,H] (zero at padding), h_n [B,H], c_n [B,H] and gates [T,B,4H]
+    (zero at padding).
     """
     h, c = h0, c0
-    outs = []
+    outs, all_gates = [], []
     for t in range(x_proj.shape[0]):
         preact = x_proj[t] + h @ w_hh.t()
-        h_new, c_new = cell_step(preact, c, spec, None if noise is None else noise[t])
+        h_new, c_new, gates = cell_step(preact, c, spec, None if noise is None else noise[t])
         active = (lengths > t).to(x_proj.device).unsqueeze(1)
         h = torch.where(active, h_new, h)
         c = torch.where(active, c_new, c)
         outs.append(torch.where(active, h_new, torch.zeros_like(h_new)))
-    return torch.stack(outs), h, c
+        all_gates.append(torch.where(active, gates, torch.zeros_like(gates)))
+    return torch.stack(outs), h, c, torch.stack(all_gates)
 
 
 class SequenceFunction(torch.autograd.Function):
     """(x_proj [T,B,4H], w_hh [4H,H], h0 [B,H], c0 [B,H], noise [T,B,2H] or None,
-    lengths [B] sorted decreasing, spec) -> (out [T,B,H], h_n [B,H], c_n [B,H]).
+    lengths [B] sorted decreasing, spec) -> (out [T,B,H], h_n [B,H], c_n [B,H],
+    gates [T,B,4H], no gradient).
 
     Forward: the noise and temperature are applied to all input projections at once
     and the temperature is folded into the recurrent weights (:func:`prescale_preact`),
@@ -75,8 +81,10 @@ class SequenceFunction(torch.autograd.Function):
         h_prev, c_prev = h0, c0
         for gate, c, tanh_c, h, n in zip(gates.unbind(0), cells.unbind(0), tanh_cells.unbind(0),
                                          out.unbind(0), batch_sizes):
+            if n < batch:
+                gate[n:].zero_()  # padding rows: no pre-activations left behind
             if n == 0:
-                break
+                continue
             gate = gate[:n].addmm_(h_prev[:n], w_rec_t)
             cell_forward(gate, c_prev[:n], cell_spec, None, gate, c[:n], tanh_c[:n], h[:n])
             h_prev, c_prev = h, c
@@ -91,12 +99,16 @@ class SequenceFunction(torch.autograd.Function):
         ctx.batch_sizes = batch_sizes
         ctx.intermediates = (gates, cells, tanh_cells)
         ctx.save_for_backward(w_hh, h0, c0, out)
-        return out, h_n, c_n
+        ctx.mark_non_differentiable(gates)
+        ctx.set_materialize_grads(False)  # see zeros_for_missing
+        return out, h_n, c_n, gates
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out, grad_h_n, grad_c_n):
+    def backward(ctx, grad_out, grad_h_n, grad_c_n, _grad_gates):
         w_hh, h0, c0, out = ctx.saved_tensors
+        grad_out = zeros_for_missing(grad_out, out)
+        grad_h_n, grad_c_n = zeros_for_missing(grad_h_n, h0), zeros_for_missing(grad_c_n, c0)
         gates, cells, tanh_cells = ctx.intermediates
         spec = ctx.spec
         steps, _, hidden = out.shape
@@ -127,6 +139,6 @@ class SequenceFunction(torch.autograd.Function):
 def sequence_fused(
     x_proj: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, lengths: Tensor,
     spec: GateSpec, noise: Optional[Tensor] = None,
-) -> Tuple[Tensor, Tensor, Tensor]:
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Fast path with the contract of :func:`sequence_reference`; lengths sorted decreasing."""
     return SequenceFunction.apply(x_proj, w_hh, h0, c0, noise, lengths, spec)

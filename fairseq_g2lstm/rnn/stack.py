@@ -103,15 +103,16 @@ class CellStack(nn.Module):
         weights: StepWeights,
         spec: GateSpec,
         noise: Optional[Tensor] = None,
-    ) -> Tuple[List[Tensor], List[Tensor]]:
+    ) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
         """Advance every layer by one step.
 
         x_proj: [B,4H] this step's row of :meth:`project_inputs`;  feed: [B,F] or None;
         hiddens, cells: L tensors [B,H];  noise: [L,B,2H] or None.
-        Returns the new hiddens and cells (L tensors [B,H] each); the top hidden is the output.
+        Returns the new hiddens and cells (L tensors [B,H] each; the top hidden is the
+        output) and each layer's activated gates (L tensors [B,4H], no gradient).
         """
         step = cell_step if self.kernel == "reference" else (cuda_cell_step(self.kernel, x_proj) or fused_cell_step)
-        new_h, new_c = [], []
+        new_h, new_c, gates = [], [], []
         inp = None
         for layer, (w_in_t, w_hh_t, bias) in enumerate(weights):
             if layer == 0:
@@ -119,8 +120,9 @@ class CellStack(nn.Module):
             else:
                 preact = torch.addmm(bias, inp, w_in_t)
             preact = torch.addmm(preact, hiddens[layer], w_hh_t)
-            h, c = step(preact, cells[layer], spec, None if noise is None else noise[layer])
+            h, c, g = step(preact, cells[layer], spec, None if noise is None else noise[layer])
             new_h.append(h)
             new_c.append(c)
+            gates.append(g)
             inp = F.dropout(h, self.dropout, self.training) if self.dropout > 0 else h
-        return new_h, new_c
+        return new_h, new_c, gates
