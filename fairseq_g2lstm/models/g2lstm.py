@@ -20,6 +20,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn.functional as F
 from fairseq import utils
+from fairseq.logging import metrics
 from fairseq.models import (
     FairseqEncoder,
     FairseqEncoderDecoderModel,
@@ -30,6 +31,7 @@ from fairseq.models import (
 from fairseq.modules import FairseqDropout
 from torch import Tensor, nn
 
+from ..gate_stats import GateTallies
 from ..gates import GATE_EVAL_MODES, GATE_MODES, GateConfig, check_noise_prob, check_temperature
 from ..rnn import CellStack, G2LSTM
 from .attention import ATTENTION_TYPES, build_attention
@@ -39,6 +41,9 @@ DEFAULT_MAX_POSITIONS = int(1e5)
 INIT_RANGE = 0.1
 BIDIRECTIONAL_CHOICES = ("first", "all", "none")
 GATE_KERNELS = ("auto", "cuda", "torch")
+# Log-line position of the gate metrics: after fairseq's loss and ppl (priority 10),
+# before its throughput figures (wps and later, 100 and up).
+GATE_METRICS_PRIORITY = 50
 
 
 def _flag_type(check, name):
@@ -95,6 +100,8 @@ class G2LSTMModel(FairseqEncoderDecoderModel):
             help="inference gates: soft sigmoid(a), or hard 1[a >= 0] for input/forget")
         add("--gate-kernel", choices=GATE_KERNELS,
             help="auto: the CUDA kernel on GPU where validated, else the torch loop")
+        add("--no-gate-metrics", action="store_true",
+            help="do not log the input/forget gate saturation (gate_i_lo, ...) in training and validation")
         # fmt: on
 
     @classmethod
@@ -138,7 +145,45 @@ class G2LSTMModel(FairseqEncoderDecoderModel):
             share_input_output_embed=args.share_decoder_input_output_embed,
             max_positions=getattr(args, "max_target_positions", DEFAULT_MAX_POSITIONS),
         )
-        return cls(encoder, decoder)
+        return cls(encoder, decoder, log_gate_metrics=not args.no_gate_metrics)
+
+    def __init__(self, encoder, decoder, log_gate_metrics: bool = True):
+        super().__init__(encoder, decoder)
+        self.log_gate_metrics = log_gate_metrics
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, gate_stats=None, **kwargs):
+        """Teacher-forced forward (training, validation, scoring).
+
+        gate_stats: an object with ``recorder(prefix)`` (e.g.
+        :class:`~fairseq_g2lstm.gate_stats.GateTallies`) that receives every LSTM layer's
+        gates of this pass. Without one, the gate saturation is logged as fairseq metrics
+        unless ``--no-gate-metrics`` (see :func:`log_gate_metrics`).
+        """
+        log = gate_stats is None and self.log_gate_metrics
+        if log:
+            gate_stats = GateTallies()
+        encoder_out = self.encoder(src_tokens, src_lengths, gate_stats=gate_stats)
+        out = self.decoder(prev_output_tokens, encoder_out=encoder_out, gate_stats=gate_stats, **kwargs)
+        if log:
+            log_gate_metrics(gate_stats)
+        return out
+
+
+def log_gate_metrics(tallies: GateTallies) -> None:
+    """The share of input (i) and forget (f) gate values below 0.1 and above 0.9, and their
+    mean, over every LSTM layer of the batch: ``gate_i_lo``, ``gate_i_hi``, ``gate_i_mean``
+    and the same for ``f``. They appear in the train and valid log lines and in TensorBoard.
+
+    Weighted by the number of gate values, so an epoch's figure is over all its values.
+    Each rank logs its own batches (fairseq reduces only the criterion's outputs across
+    ranks); the gates' shares are the same quantity on every rank.
+    """
+    for gate, tally in tallies.per_gate().items():
+        if not tally.count:
+            continue
+        for suffix, value in (("lo", tally.below), ("hi", tally.above), ("mean", tally.total)):
+            metrics.log_scalar(f"gate_{gate[0]}_{suffix}", value / tally.count, tally.count,
+                               priority=GATE_METRICS_PRIORITY, round=3)
 
 
 def gate_config_from_args(args) -> GateConfig:
@@ -178,14 +223,16 @@ class G2LSTMEncoder(FairseqEncoder):
         self.output_units = self.lstm.output_size
         self.final_state_sizes = [hidden_size * d for d in self.lstm.num_directions]
 
-    def forward(self, src_tokens: Tensor, src_lengths: Tensor, **kwargs):
-        """src_tokens [B,S], src_lengths [B] -> the dict described in the module docstring."""
+    def forward(self, src_tokens: Tensor, src_lengths: Tensor, gate_stats=None, **kwargs):
+        """src_tokens [B,S], src_lengths [B] -> the dict described in the module docstring.
+        gate_stats: see :meth:`G2LSTMModel.forward`; layers are named ``encoder.<layer>``."""
         padding_mask = src_tokens.eq(self.padding_idx)  # [B,S]
         lengths = (~padding_mask).sum(1)
         x = self.dropout_in_module(self.embed_tokens(src_tokens)).transpose(0, 1)  # [S,B,E]
         if self.left_pad:
             x = move_padding(x, lengths, to_left=False)
-        out, (h_n, c_n) = self.lstm(x, lengths)
+        recorder = None if gate_stats is None else gate_stats.recorder("encoder")
+        out, (h_n, c_n) = self.lstm(x, lengths, gate_recorder=recorder)
         out = self.dropout_out_module(out)
         if self.left_pad:
             out = move_padding(out, lengths, to_left=True)
@@ -244,12 +291,16 @@ class G2LSTMDecoder(FairseqIncrementalDecoder):
         self.max_target_positions = max_positions
         self.need_attn = True
 
-    def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
-        x, attn = self.extract_features(prev_output_tokens, encoder_out, incremental_state)
+    def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, gate_stats=None, **kwargs):
+        x, attn = self.extract_features(prev_output_tokens, encoder_out, incremental_state, gate_stats)
         return self.output_layer(x), attn
 
-    def extract_features(self, prev_output_tokens, encoder_out, incremental_state=None, **kwargs):
-        """prev_output_tokens [B,T] -> (features [B,T,out_embed_dim], attention [B,T,S] or None)."""
+    def extract_features(self, prev_output_tokens, encoder_out, incremental_state=None, gate_stats=None,
+                         **kwargs):
+        """prev_output_tokens [B,T] -> (features [B,T,out_embed_dim], attention [B,T,S] or None).
+
+        gate_stats: see :meth:`G2LSTMModel.forward`; layers are named ``decoder.<layer>``.
+        Incremental decoding (generation) records nothing."""
         cache = self.get_incremental_state(incremental_state, "cached_state") if incremental_state is not None else None
         if cache is not None:
             prev_output_tokens = prev_output_tokens[:, -1:]
@@ -262,14 +313,19 @@ class G2LSTMDecoder(FairseqIncrementalDecoder):
         x_proj = self.layers.project_inputs(x).unbind(0)  # T x [B,4H]; unbind, not x_proj[t]: one backward node
         weights = self.layers.step_weights()
         noise = self.layers.sample_noise(steps, batch, spec, x)
+        step_gates = [] if gate_stats is not None and incremental_state is None else None
         outs, attns = [], []
         for t in range(steps):
-            hiddens, cells, _ = self.layers.step(x_proj[t], feed, hiddens, cells, weights, spec,
-                                              None if noise is None else noise[t])
+            hiddens, cells, gates = self.layers.step(x_proj[t], feed, hiddens, cells, weights, spec,
+                                                     None if noise is None else noise[t])
             out, attn = self.attention(hiddens[-1], memory)
             feed = self.dropout_out_module(out)
             outs.append(feed)
             attns.append(attn)
+            if step_gates is not None:
+                step_gates.append(gates)
+        if step_gates is not None:
+            self._record_gates(gate_stats.recorder("decoder"), step_gates, prev_output_tokens)
 
         if incremental_state is not None:
             cache = {"hiddens": torch.stack(hiddens, dim=1), "cells": torch.stack(cells, dim=1), "feed": feed,
@@ -287,6 +343,15 @@ class G2LSTMDecoder(FairseqIncrementalDecoder):
         cells = [proj(c) for c, proj in zip(encoder_out["final_cells"], self.init_cell_proj)]
         feed = like.new_zeros(like.shape[1], self.hidden_size)
         return hiddens, cells, feed, None
+
+    def _record_gates(self, recorder, step_gates: List[List[Tensor]], prev_output_tokens: Tensor) -> None:
+        """Hand each layer's gates [T,B,4H], zeroed at target padding, to ``recorder``;
+        step_gates holds T lists of L tensors [B,4H]."""
+        real = prev_output_tokens.ne(self.dictionary.pad()).t()  # [T,B]
+        lengths = real.sum(0).cpu()
+        for layer in range(self.layers.num_layers):
+            gates = torch.stack([step[layer] for step in step_gates])  # [T,B,4H]
+            recorder(layer, 0, gates.masked_fill_(~real.unsqueeze(2), 0.0), lengths)
 
     # Incremental state: one dict of batch-first tensors: hiddens and cells [B,L,H],
     # feed [B,H] and the attention keys [B,S,K].
@@ -374,6 +439,7 @@ def base_architecture(args):
     args.gate_noise_prob = getattr(args, "gate_noise_prob", 0.2)
     args.gate_eval = getattr(args, "gate_eval", "soft")
     args.gate_kernel = getattr(args, "gate_kernel", "auto")
+    args.no_gate_metrics = getattr(args, "no_gate_metrics", False)
 
 
 @register_model_architecture("g2lstm", "g2lstm_iwslt")

@@ -1,0 +1,186 @@
+"""Replicate the paper's three claims at CPU scale: plain, sharpened and G2 LSTMs, several seeds.
+
+    python examples/replicate/run.py                      # everything, resumable
+    python examples/replicate/run.py --stage train        # only train what is missing
+    python examples/replicate/run.py --data-bin DIR -s de -t en   # another corpus
+
+Every arm (``--gate-mode plain``, ``sharpened``, ``gumbel``) trains ``g2lstm_iwslt`` with
+the same flags (:data:`TRAIN_FLAGS`) and seed list; only the gate mode differs. Each run
+trains until its validation loss stops improving (the learning rate halves on every
+validation without improvement, and training stops after ``--patience`` of them, or at
+the epoch cap), and is then judged by its ``checkpoint_best.pt``.
+
+Resumable at every level: a killed fairseq-train resumes from its ``checkpoint_last.pt``
+(fairseq restores it from the save dir); a finished training leaves ``trained.json``
+beside its checkpoints and is never retrained; a model whose results file
+``results/<arm>-seed<S>.json`` exists is skipped entirely. The results files are small
+and committed; checkpoints stay under ``--work`` (git-ignored).
+
+Default data: the demo's offline corpus (German->English gettext catalogs), built into
+``--work`` with the demo's preparation commands.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+USER_DIR = str(REPO / "fairseq_g2lstm")
+BIN = Path(sys.executable).parent
+
+ARMS = ("plain", "sharpened", "gumbel")
+SEEDS = (1, 2, 3)
+# Identical for every arm; only --gate-mode and --seed differ between runs.
+TRAIN_FLAGS = [
+    "--arch", "g2lstm_iwslt",
+    "--optimizer", "adam", "--lr", "0.002", "--clip-norm", "2.0",
+    "--lr-scheduler", "reduce_lr_on_plateau", "--lr-shrink", "0.5", "--lr-patience", "0",
+    "--criterion", "cross_entropy", "--max-tokens", "2000",
+    "--patience", "4", "--max-epoch", "30",
+    "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "100",
+]
+CORPUS_VOCAB = "4000"
+CORPUS_MAX_SUBWORDS = "64"
+
+
+@dataclass(frozen=True)
+class Run:
+    arm: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.arm}-seed{self.seed}"
+
+
+def runs_in_order(arms: Sequence[str], seeds: Sequence[int]) -> List[Run]:
+    """Seed by seed, every arm of a seed before the next seed: partial results compare."""
+    return [Run(arm, seed) for seed in seeds for arm in arms]
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def tool(name: str) -> str:
+    return str(BIN / name)
+
+
+def subprocess_env(threads: int) -> Dict[str, str]:
+    """Thread counts, and this checkout's package first on the path (not another install's)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": path}
+
+
+# --- data ---------------------------------------------------------------------------------
+def prepare_demo_corpus(work: Path) -> Path:
+    """The demo's corpus and data-bin under ``work`` (skipped when already there)."""
+    data_bin = work / "data-bin"
+    if (data_bin / "manifest.json").exists():
+        return data_bin
+    corpus = work / "corpus"
+    log(f"building the gettext corpus in {corpus}")
+    subprocess.run([sys.executable, "-m", "fairseq_g2lstm.data.gettext_corpus", "--out", str(corpus), "--force"],
+                   check=True, cwd=REPO, env=subprocess_env(2))
+    log(f"preparing {data_bin}")
+    subprocess.run([sys.executable, "-m", "fairseq_g2lstm.data.prepare_parallel", "-s", "de", "-t", "en",
+                    "--trainpref", str(corpus / "train"), "--validpref", str(corpus / "valid"),
+                    "--testpref", str(corpus / "test"), "--destdir", str(data_bin),
+                    "--vocab-size", CORPUS_VOCAB, "--lowercase", "--max-subwords", CORPUS_MAX_SUBWORDS, "--force"],
+                   check=True, cwd=REPO, env=subprocess_env(2))
+    return data_bin
+
+
+# --- training -----------------------------------------------------------------------------
+def train_command(run: Run, data_bin: Path, save_dir: Path, langs: Sequence[str]) -> List[str]:
+    return [tool("fairseq-train"), str(data_bin), "--user-dir", USER_DIR, *langs, *TRAIN_FLAGS,
+            "--gate-mode", run.arm, "--seed", str(run.seed), "--save-dir", str(save_dir), "--cpu"]
+
+
+VALID_LINE = re.compile(r"\| valid \| epoch (\d+) .*?\| loss ([\d.]+) .*?\| num_updates (\d+)")
+
+
+def train(run: Run, data_bin: Path, work: Path, langs: Sequence[str], threads: int) -> Dict:
+    """Train one model to its early stop (resuming a killed run); returns trained.json."""
+    save_dir = work / "checkpoints" / run.name
+    marker = save_dir / "trained.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    save_dir.mkdir(parents=True, exist_ok=True)
+    command = train_command(run, data_bin, save_dir, langs)
+    log_path = work / "logs" / f"{run.name}.train.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    resumed = (save_dir / "checkpoint_last.pt").exists()
+    log(f"{run.name}: training{' (resuming)' if resumed else ''}; log {log_path}")
+    start = time.monotonic()
+    env = subprocess_env(threads)
+    epochs = []
+    with open(log_path, "a") as log_file, subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env
+    ) as proc:
+        log_file.write(f"$ {' '.join(command)}\n")
+        for line in proc.stdout:
+            log_file.write(line)
+            match = VALID_LINE.search(line)
+            if match:
+                epoch, loss, updates = int(match[1]), float(match[2]), int(match[3])
+                epochs.append({"epoch": epoch, "valid_loss": loss, "num_updates": updates})
+                log(f"{run.name}: epoch {epoch} valid loss {loss:.3f} ({updates} updates, "
+                    f"{(time.monotonic() - start) / 60:.1f} min)")
+    if proc.returncode != 0:
+        raise SystemExit(f"{run.name}: fairseq-train failed ({proc.returncode}); see {log_path}")
+    best = min(epochs, key=lambda e: e["valid_loss"]) if epochs else None
+    trained = {
+        "run": run.name, "arm": run.arm, "seed": run.seed,
+        "command": " ".join(command[:1] + [os.path.relpath(c, REPO) if c.startswith(str(REPO)) else c
+                                            for c in command[1:]]),
+        "epochs": epochs[-1]["epoch"] if epochs else None,
+        "num_updates": epochs[-1]["num_updates"] if epochs else None,
+        "best_epoch": best and best["epoch"], "best_valid_loss": best and best["valid_loss"],
+        "valid_curve": epochs, "train_wall_minutes_this_process": round((time.monotonic() - start) / 60, 1),
+        "threads": threads, "resumed": resumed,
+    }
+    marker.write_text(json.dumps(trained, indent=1) + "\n")
+    return trained
+
+
+# --- command line ---------------------------------------------------------------------------
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-bin", type=Path, help="a fairseq data-bin (default: the demo corpus, built here)")
+    parser.add_argument("-s", "--source-lang", help="with --data-bin")
+    parser.add_argument("-t", "--target-lang", help="with --data-bin")
+    parser.add_argument("--work", type=Path, default=HERE / "work", help="checkpoints, logs, data (git-ignored)")
+    parser.add_argument("--results", type=Path, default=HERE / "results", help="per-model results (committed)")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each fairseq process")
+    parser.add_argument("--stage", choices=("all", "train"), default="all")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    data_bin = args.data_bin or prepare_demo_corpus(args.work)
+    langs = []
+    if args.source_lang:
+        langs += ["--source-lang", args.source_lang]
+    if args.target_lang:
+        langs += ["--target-lang", args.target_lang]
+    for run in runs_in_order(args.arms, args.seeds):
+        if (args.results / f"{run.name}.json").exists():
+            log(f"{run.name}: results exist, skipped")
+            continue
+        train(run, data_bin, args.work, langs, args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
