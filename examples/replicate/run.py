@@ -26,6 +26,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -128,6 +129,7 @@ def train(run: Run, data_bin: Path, work: Path, langs: Sequence[str], threads: i
         log_file.write(f"$ {' '.join(command)}\n")
         for line in proc.stdout:
             log_file.write(line)
+            log_file.flush()
             match = VALID_LINE.search(line)
             if match:
                 epoch, loss, updates = int(match[1]), float(match[2]), int(match[3])
@@ -161,7 +163,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=HERE / "results", help="per-model results (committed)")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of each fairseq process")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of each fairseq process (1: two runs share 2 cores without "
+                             "the slowdown of oversubscribed OpenMP threads)")
+    parser.add_argument("--jobs", type=int, default=2, help="models trained at the same time")
     parser.add_argument("--stage", choices=("all", "train"), default="all")
     return parser.parse_args(argv)
 
@@ -174,11 +179,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         langs += ["--source-lang", args.source_lang]
     if args.target_lang:
         langs += ["--target-lang", args.target_lang]
+    pending = []
     for run in runs_in_order(args.arms, args.seeds):
         if (args.results / f"{run.name}.json").exists():
             log(f"{run.name}: results exist, skipped")
-            continue
-        train(run, data_bin, args.work, langs, args.threads)
+        else:
+            pending.append(run)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each job waits on one fairseq process
+        for trained in pool.map(lambda run: train(run, data_bin, args.work, langs, args.threads), pending):
+            log(f"{trained['run']}: trained, best valid loss {trained['best_valid_loss']} "
+                f"at epoch {trained['best_epoch']}")
     return 0
 
 
