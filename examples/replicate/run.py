@@ -36,7 +36,7 @@ REPO = HERE.parents[1]
 USER_DIR = str(REPO / "fairseq_g2lstm")
 BIN = Path(sys.executable).parent
 
-ARMS = ("plain", "sharpened", "gumbel")
+ARMS = ("plain", "gumbel", "sharpened")  # plain and G2 first: the comparison that matters most
 SEEDS = (1, 2, 3)
 # Identical for every arm; only --gate-mode and --seed differ between runs.
 TRAIN_FLAGS = [
