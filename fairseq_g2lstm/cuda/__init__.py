@@ -21,9 +21,10 @@ from torch import Tensor
 VALIDATED_ON_HARDWARE = False
 """Whether ``--gate-kernel auto`` may pick the kernel on CUDA tensors.
 
-False until ``scripts/gpu_check.sh`` has passed on a GPU: every test in
-``tests/test_cuda_kernel.py`` and ``tests/test_cuda_training_step.py`` against the torch
-reference. Flip it to True in the commit that records that run (docs/cuda.md, Status);
+False until ``scripts/gpu_check.sh`` has passed on a GPU (its summary's ``result: PASS``:
+the build, every test in ``tests/test_cuda_kernel.py``, ``test_cuda_training_step.py`` and
+``test_cuda_dispatch.py`` on the CUDA backend, the CUDA graph test and compute-sanitizer's
+memcheck). Flip it to True in the commit that records that run (docs/cuda.md, Status);
 ``--gate-kernel cuda`` uses the kernel either way.
 """
 

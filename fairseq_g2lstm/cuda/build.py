@@ -16,9 +16,9 @@ Three ways to a binary, all from the sources in this folder:
 This module imports only the standard library at the top, so that ``setup.py`` can load
 it by path (:data:`CUDA_SOURCES`, :func:`nvcc_flags`) without importing the package.
 
-Command line: ``python -m fairseq_g2lstm.cuda.build [--check DIR] [--verbose]`` builds
-the CUDA extension (or, with ``--check``, runs the compile check into DIR) and reports
-the time it took.
+Command line: ``python -m fairseq_g2lstm.cuda.build [--check DIR | --host] [--verbose]``
+builds the CUDA extension (or, with ``--check``, runs the compile check into DIR; with
+``--host``, builds the host emulation) and reports the time it took.
 """
 import argparse
 import hashlib
@@ -244,6 +244,8 @@ def sources_digest() -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", metavar="DIR", help="compile-check the .cu sources into DIR (no GPU needed)")
+    parser.add_argument("--host", action="store_true",
+                        help="build the host emulation (CPU) instead of the CUDA extension")
     parser.add_argument("--verbose", action="store_true", help="show the compiler's output")
     args = parser.parse_args(argv)
     start = time.monotonic()
@@ -256,7 +258,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(r.output)
         return 0 if all(r.ok for r in results) else 1
     try:
-        module = load_cuda_extension(verbose=args.verbose)
+        module = (load_host_emulation if args.host else load_cuda_extension)(verbose=args.verbose)
     except ExtensionBuildError as err:
         print(f"build FAILED after {time.monotonic() - start:.1f}s: {err}", file=sys.stderr)
         if err.__cause__ is not None:

@@ -5,11 +5,15 @@ runs it on a machine that has neither; ``tests/test_cuda_*.py`` build on it.
 
 * :func:`kernel_backend` - the ops module and device of a backend: ``cuda`` (the
   extension, on a GPU) or ``host`` (the host emulation: the same host loops and step
-  code on the CPU).
+  code on the CPU); :func:`selected_backends` - the ones the tests run on.
+* :func:`expected_kernel_noise_grid` - the noise the documented Philox stream gives,
+  for every element of a [T,B,2H] grid; :func:`next_philox_stream` - the (seed, offset)
+  a kernel call without a seed will draw from.
 * :func:`recover_noise` - the i/f noise a kernel drew, read back from its gates.
 * :func:`relative_error` - the norm-wise error the tolerances are stated in.
 """
-from typing import Tuple
+import os
+from typing import Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -17,6 +21,11 @@ from torch import Tensor
 from ..gates import gate_slice
 
 BACKENDS = ("host", "cuda")
+BACKENDS_ENV = "G2LSTM_TEST_BACKENDS"
+MASK32 = 0xFFFFFFFF
+MASK64 = 0xFFFFFFFFFFFFFFFF
+# Philox words the kernel reserves per step (g2lstm_sequence.h, kPhiloxWordsPerStep).
+PHILOX_WORDS_PER_STEP = 4
 
 
 class BackendUnavailable(Exception):
@@ -43,6 +52,23 @@ def kernel_backend(name: str) -> Tuple[object, torch.device]:
             raise BackendUnavailable(f"the host emulation's build needs {' and '.join(missing)}")
         return build.load_host_emulation(), torch.device("cpu")
     raise ValueError(f"backend must be one of {BACKENDS}; got {name!r}")
+
+
+def selected_backends() -> Tuple[str, ...]:
+    """The backends the kernel tests run on: those named in ``G2LSTM_TEST_BACKENDS``
+    (comma-separated, e.g. ``cuda`` in the GPU check), else all of :data:`BACKENDS`."""
+    named = tuple(b.strip() for b in os.environ.get(BACKENDS_ENV, "").split(",") if b.strip())
+    unknown = [b for b in named if b not in BACKENDS]
+    if unknown:
+        raise ValueError(f"{BACKENDS_ENV}: unknown backend(s) {unknown}; choose from {BACKENDS}")
+    return named or BACKENDS
+
+
+def backend_required(name: str) -> bool:
+    """Whether ``name`` was asked for by name (``G2LSTM_TEST_BACKENDS``): then a machine
+    that cannot run it fails the tests instead of skipping them, so that a GPU check on
+    a machine without a usable GPU cannot pass by skipping everything."""
+    return name in os.environ.get(BACKENDS_ENV, "").replace(" ", "").split(",")
 
 
 def relative_error(actual: Tensor, expected: Tensor) -> float:
@@ -103,3 +129,84 @@ def expected_kernel_noise(seed: int, offset: int, step: int, element: int, noise
         noise = torch.log(u + eps) - torch.log1p(eps - u) if v < noise_prob else torch.zeros((), dtype=torch.float64)
         out.append(float(noise))
     return tuple(out)
+
+
+def _mulhilo32(a: int, b: Tensor) -> Tuple[Tensor, Tensor]:
+    """(hi, lo) 32-bit words of a * b for a constant a < 2^32 and int64 words b < 2^32,
+    exactly: b is split into 16-bit halves so that no product overflows int64."""
+    p_lo = a * (b & 0xFFFF)  # < 2^48
+    p_hi = a * (b >> 16)  # < 2^48
+    mid = p_lo + ((p_hi & 0xFFFF) << 16)  # < 2^49
+    return (p_hi >> 16) + (mid >> 32), mid & MASK32
+
+
+def philox4x32_10_tensor(counter: Sequence[Tensor], key: Tuple[int, int]) -> Tuple[Tensor, ...]:
+    """:func:`philox4x32_10` on int64 tensors of 32-bit words, element-wise (exact)."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for round_ in range(10):
+        if round_:
+            k0, k1 = (k0 + 0x9E3779B9) & MASK32, (k1 + 0xBB67AE85) & MASK32
+        hi0, lo0 = _mulhilo32(0xD2511F53, c0)
+        hi1, lo1 = _mulhilo32(0xCD9E8D57, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+def expected_kernel_noise_grid(seed: int, offset: int, steps: int, batch: int, hidden: int,
+                               noise_prob: float, eps: float, device=None) -> Tensor:
+    """The i|f noise [T,B,2H] (float64) that the documented stream gives every element:
+    :func:`expected_kernel_noise` for all (t, b, j) at once."""
+    kw = dict(device=device, dtype=torch.int64)
+    block = offset // PHILOX_WORDS_PER_STEP + torch.arange(steps, **kw).view(steps, 1, 1)
+    element = (torch.arange(batch, **kw).view(1, batch, 1) * hidden
+               + torch.arange(hidden, **kw).view(1, 1, hidden))
+    block, element = torch.broadcast_tensors(block, element)
+    words = philox4x32_10_tensor(
+        (block & MASK32, block >> 32, element & MASK32, element >> 32),
+        (seed & MASK32, (seed >> 32) & MASK32))
+    noise = []
+    for word in words[:2]:  # word 0 feeds i, word 1 feeds f
+        v = word.double() * 2.0 ** -32 + 2.0 ** -33
+        u = v / noise_prob
+        logistic = torch.log(u + eps) - torch.log1p(eps - u)
+        noise.append(torch.where(v < noise_prob, logistic, torch.zeros_like(v)))
+    return torch.cat(noise, dim=-1)
+
+
+def next_philox_stream(backend: str) -> Tuple[int, int]:
+    """(seed, offset) that the next kernel call without an explicit seed draws from,
+    read without moving any generator.
+
+    ``cuda``: the default CUDA generator's seed and Philox offset
+    (``torch.cuda.get_rng_state()``). ``host``: the host emulation takes a fresh
+    64-bit seed from the default CPU generator (one ``random64``, the draw of
+    ``random_(-2**63, None)`` on int64) and offset 0.
+    """
+    if backend == "cuda":
+        seed, offset = torch.cuda.get_rng_state().view(torch.int64).tolist()
+        return seed & MASK64, offset
+    gen = torch.Generator()
+    gen.set_state(torch.get_rng_state())
+    return int(torch.empty((), dtype=torch.int64).random_(-(2**63), None, generator=gen)) & MASK64, 0
+
+
+def generator_state(backend: str) -> Tensor:
+    """The default generator state of the backend's device (CUDA or CPU)."""
+    return torch.cuda.get_rng_state() if backend == "cuda" else torch.get_rng_state()
+
+
+def generator_advance(backend: str, before: Tensor, after: Tensor) -> int:
+    """How far the kernel calls between two :func:`generator_state` reads moved the
+    generator. ``cuda``: the Philox offset advance, in words per element (a call of T
+    steps reserves ``4 T``). ``host``: the number of 64-bit seeds taken (one per call,
+    each a stream of its own)."""
+    if backend == "cuda":
+        return int(after.view(torch.int64)[1]) - int(before.view(torch.int64)[1])
+    gen = torch.Generator()
+    gen.set_state(before)
+    for draws in range(64):
+        if torch.equal(gen.get_state(), after):
+            return draws
+        torch.empty((), dtype=torch.int64).random_(-(2**63), None, generator=gen)
+    raise AssertionError("the CPU generator moved by more than 64 draws, or not by whole 64-bit draws")
