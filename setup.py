@@ -42,6 +42,9 @@ setup(
             "g2lstm-prepare-iwslt14 = fairseq_g2lstm.data.prepare_iwslt14:main",
             "g2lstm-prepare-wmt14 = fairseq_g2lstm.data.prepare_wmt14:main",
             "g2lstm-build-gettext-corpus = fairseq_g2lstm.data.gettext_corpus:main",
+            "g2lstm-average-checkpoints = fairseq_g2lstm.checkpoints.average:main",
+            "g2lstm-gates = fairseq_g2lstm.gate_stats.cli:cli_main",
+            "g2lstm-compress = fairseq_g2lstm.compress.cli:main",
         ]
     },
     # The CUDA kernel's sources, for its build on first use.

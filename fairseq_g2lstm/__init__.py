@@ -7,7 +7,7 @@ Layout, bottom up: ``gates`` (the gate math) -> ``rnn`` (cells and layers) ->
 model. The layers below ``models`` need only torch, so they also work where fairseq
 is not installed.
 """
-from .compat import allow_fairseq_checkpoints, keep_last_partial_batch
+from .compat import allow_fairseq_checkpoints, fix_diverse_beam_search, keep_last_partial_batch
 
 allow_fairseq_checkpoints()
 
@@ -17,4 +17,5 @@ except ImportError:  # torch-only use: gates and rnn
     pass
 else:
     keep_last_partial_batch()
+    fix_diverse_beam_search()
     from . import models  # noqa: F401

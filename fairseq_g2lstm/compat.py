@@ -1,4 +1,4 @@
-"""Fixes for two breakages of the pinned fairseq build; importing the plugin applies them.
+"""Fixes for three breakages of the pinned fairseq build; importing the plugin applies them.
 
 1. Checkpoints under torch >= 2.6. ``torch.load`` now defaults to ``weights_only=True``
    and fairseq calls it without the flag. A fairseq checkpoint pickles its training
@@ -11,11 +11,19 @@
    ``--required-batch-size-multiple`` (8 by default), so up to 7 test sentences go
    untranslated and unscored. The wrapper gives those sentences their own batch.
 
+3. ``--diverse-beam-groups`` crashing with an IndexError in ``fairseq/search.py``
+   (``DiverseBeamSearch.step``: ``self.group_overlap[original_batch_idxs, g, :g]``).
+   SequenceGenerator passes the sentences' dataset ids (``sample["id"]``) as
+   ``original_batch_idxs``, but DiverseBeamSearch uses them as rows of its per-batch
+   ``group_overlap`` [B,G,G]: any id >= B is out of bounds (every batch but a first one
+   that happens to hold ids 0..B-1), and ids < B in another order read another
+   sentence's overlap. The wrapper turns the ids back into batch rows.
+
 fairseq imports the ``--user-dir`` module before it builds batches or loads anything.
 """
 import argparse
+import inspect
 
-import numpy as np
 import torch
 
 
@@ -26,6 +34,7 @@ def allow_fairseq_checkpoints() -> None:
 
 
 def keep_last_partial_batch() -> None:
+    import numpy as np  # here, not at the top: the torch-only layers must import without numpy
     from fairseq.data import data_utils
 
     batch_by_size = data_utils.batch_by_size
@@ -45,3 +54,35 @@ def keep_last_partial_batch() -> None:
     batch_by_size_keeping_all.keeps_last_partial_batch = True
     batch_by_size_keeping_all.__doc__ = batch_by_size.__doc__
     data_utils.batch_by_size = batch_by_size_keeping_all
+
+
+def fix_diverse_beam_search() -> None:
+    """Make DiverseBeamSearch index its state by batch row, not by sentence id (see 3.).
+
+    At step 0 the generator passes the ids of the whole batch in row order; later steps
+    pass the ids of the sentences still being decoded. Their rows in the step-0 batch
+    are what DiverseBeamSearch expects (and what it gets, unchanged, where the ids are
+    0..B-1 in order). The replaced ``step`` is plain Python: scripting the search with
+    TorchScript, which the CLIs and the hub never do, is not supported with it.
+    """
+    from fairseq.search import DiverseBeamSearch
+
+    step = DiverseBeamSearch.step
+    if getattr(step, "maps_sentence_ids_to_rows", False):
+        return
+    if "original_batch_idxs" not in inspect.signature(step).parameters:
+        return  # an older fairseq, whose generator passes no ids
+
+    def step_by_batch_row(self, step_number, lprobs, scores, prev_output_tokens=None, original_batch_idxs=None):
+        if original_batch_idxs is not None:
+            if step_number == 0:
+                self.batch_sentence_ids = original_batch_idxs  # [B] ids, in the step-0 row order
+            # [b, B] -> [b]: the step-0 row of each sentence still decoded (ids are unique)
+            matches = original_batch_idxs.unsqueeze(1) == self.batch_sentence_ids.unsqueeze(0)
+            original_batch_idxs = matches.int().argmax(dim=1)
+        return step(self, step_number, lprobs, scores, prev_output_tokens, original_batch_idxs)
+
+    step_by_batch_row.maps_sentence_ids_to_rows = True
+    step_by_batch_row.__wrapped__ = step
+    step_by_batch_row.__doc__ = step.__doc__
+    DiverseBeamSearch.step = step_by_batch_row

@@ -31,6 +31,7 @@ from fairseq.models import (
 from fairseq.modules import FairseqDropout
 from torch import Tensor, nn
 
+from ..compress.packing import expand_packed
 from ..gate_stats import GateTallies
 from ..gates import GATE_EVAL_MODES, GATE_MODES, GateConfig, check_noise_prob, check_temperature
 from ..rnn import CellStack, G2LSTM
@@ -150,6 +151,13 @@ class G2LSTMModel(FairseqEncoderDecoderModel):
     def __init__(self, encoder, decoder, log_gate_metrics: bool = True):
         super().__init__(encoder, decoder)
         self.log_gate_metrics = log_gate_metrics
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        """Expand the gate weights that ``g2lstm-compress --pack`` stored as codes or SVD
+        factors (:mod:`fairseq_g2lstm.compress.packing`), then fairseq's own upgrades.
+        fairseq calls this from ``load_state_dict``, so its CLIs and the hub need nothing else."""
+        expand_packed(state_dict, prefix=f"{name}." if name else "")
+        super().upgrade_state_dict_named(state_dict, name)
 
     def forward(self, src_tokens, src_lengths, prev_output_tokens, gate_stats=None, **kwargs):
         """Teacher-forced forward (training, validation, scoring).

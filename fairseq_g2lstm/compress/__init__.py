@@ -1,0 +1,13 @@
+"""Post-hoc compression of the input- and forget-gate weights (SPEC section 4, the
+paper's Table 4): rounding, rounding with clipping, and truncated SVD.
+
+- ``methods``: the math on one block matrix (and bit packing);
+- ``blocks``: which blocks of a g2lstm state dict a scope compresses;
+- ``packing``: the packed format and its expansion on load;
+- ``apply``: state dict and checkpoint level, with the summary;
+- ``cli``: ``g2lstm-compress`` (also ``python -m fairseq_g2lstm.compress``);
+- ``sweep``: the Table 4 grid through fairseq-generate (``scripts/compression_sweep.py``).
+
+The package itself imports nothing, so that ``python -m`` runs a tool module once and
+the model can import :mod:`.packing` without fairseq's CLI machinery.
+"""

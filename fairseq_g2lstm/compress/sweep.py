@@ -1,0 +1,398 @@
+"""The paper's Table 4 on your own checkpoints: BLEU after each compression.
+
+Usage (``scripts/compression_sweep.py`` is the front end; also
+``python -m fairseq_g2lstm.compress.sweep``)::
+
+    python scripts/compression_sweep.py data-bin/iwslt14.de-en \\
+        checkpoints/plain/checkpoint_best.pt checkpoints/sharpened/checkpoint_best.pt \\
+        checkpoints/g2lstm/checkpoint_best.pt --labels plain sharpened g2 \\
+        --gen-args "--remove-bpe sentencepiece --max-tokens 8000" --json table4.json
+
+For every checkpoint it scores the rows of the grid (default: the original, round
+r 0.5, round-clip r 0.5 c 1.0, SVD k 32 and k 16, scope recurrent) with
+``fairseq-generate --beam 5 --scoring sacrebleu`` in a subprocess, and prints a Markdown
+table: one row per setting, one column group (BLEU, change from the original) per
+checkpoint. The JSON holds the same numbers with, per cell, the compression signature,
+the compression summary, the generate command and its full BLEU line. Compressed
+checkpoints go to a work folder (a temporary one by default) and are removed unless
+``--keep``. Progress (one line per model, with an ETA) goes to stderr.
+"""
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+
+from .methods import PAPER_CLIP, PAPER_RANKS, PAPER_STEP, SCOPES, CompressionConfig, CompressionError
+
+PROG = "compression_sweep"
+EXIT_INPUT_ERROR = 2
+EXIT_RUN_ERROR = 1
+USER_DIR = str(Path(__file__).resolve().parents[1])  # the fairseq_g2lstm package, for --user-dir
+# Flags the sweep sets itself; passing them through --gen-args would make the table lie.
+RESERVED_GEN_ARGS = ("--path", "--beam", "--scoring", "--gen-subset", "--results-path", "--user-dir")
+BLEU_LINE = re.compile(r"^Generate (?P<subset>\S+) with beam=(?P<beam>\d+): (?P<score>BLEU\d* = (?P<bleu>[\d.]+).*)$",
+                       re.MULTILINE)
+
+
+class SweepError(Exception):
+    """A sweep that cannot run or failed; ``str()`` is the message without ``error:``."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: ``config`` None is the original checkpoint."""
+
+    name: str
+    config: Optional[CompressionConfig] = None
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9.]+", "-", self.name).strip("-")
+
+
+def table4_rows(step: float = PAPER_STEP, clip: float = PAPER_CLIP, ranks: Sequence[int] = PAPER_RANKS,
+                scope: str = "recurrent") -> List[Row]:
+    """The paper's grid: original, round, round-clip, then one SVD row per rank."""
+    if len(set(ranks)) != len(ranks):
+        raise CompressionError(f"--ranks must be distinct; got {' '.join(map(str, ranks))}")
+    configs = [CompressionConfig("round", step=step, scope=scope),
+               CompressionConfig("round-clip", step=step, clip=clip, scope=scope)]
+    configs += [CompressionConfig("svd", rank=k, scope=scope) for k in ranks]
+    return [Row("original")] + [Row(c.describe(), c) for c in configs]
+
+
+@dataclass
+class Model:
+    """One checkpoint of the sweep (a column group)."""
+
+    label: str
+    path: Path
+    sha256: str
+
+
+@dataclass
+class GenerateResult:
+    bleu: float
+    score_line: str  # e.g. "BLEU = 31.95 63.2/38.5/25.4/17.1 (BP = ...)"
+    seconds: float
+
+
+def parse_bleu(stdout: str) -> Tuple[float, str]:
+    """(BLEU, the score part of the line) from fairseq-generate's final
+    ``Generate SUBSET with beam=N: BLEU = ...`` line."""
+    matches = list(BLEU_LINE.finditer(stdout))
+    if not matches:
+        raise SweepError("fairseq-generate printed no 'Generate ... with beam=N: BLEU = ...' line")
+    return float(matches[-1]["bleu"]), matches[-1]["score"].strip()
+
+
+def generate_executable() -> List[str]:
+    """fairseq-generate of this Python environment (else the one on PATH, else ``-m``)."""
+    beside = Path(sys.executable).parent / "fairseq-generate"
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("fairseq-generate")
+    return [found] if found else [sys.executable, "-m", "fairseq_cli.generate"]
+
+
+def generate_command(data: str, checkpoint: str, beam: int = 5, subset: str = "test",
+                     gen_args: Sequence[str] = ()) -> List[str]:
+    """The fairseq-generate command that scores ``checkpoint`` with sacreBLEU."""
+    return [*generate_executable(), str(data), "--user-dir", USER_DIR, "--path", str(checkpoint),
+            "--gen-subset", subset, "--beam", str(beam), "--scoring", "sacrebleu", *gen_args]
+
+
+def run_generate(command: Sequence[str], env: Optional[Dict[str, str]] = None) -> GenerateResult:
+    """Run a fairseq-generate command and parse its BLEU; :class:`SweepError` on failure."""
+    start = time.perf_counter()
+    proc = subprocess.run(list(command), capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+        raise SweepError(f"fairseq-generate failed (exit {proc.returncode}): {shlex.join(command)}\n{tail}")
+    try:
+        bleu, line = parse_bleu(proc.stdout)
+    except SweepError as error:
+        raise SweepError(f"{error}: {shlex.join(command)}") from None
+    return GenerateResult(bleu, line, seconds)
+
+
+def check_gen_args(gen_args: Sequence[str]) -> None:
+    for arg in gen_args:
+        name = arg.split("=", 1)[0]
+        if name in RESERVED_GEN_ARGS:
+            raise SweepError(f"--gen-args must not contain {name}: "
+                             f"the sweep sets {', '.join(RESERVED_GEN_ARGS)} itself")
+
+
+def prepare_models(checkpoints: Sequence[str], labels: Optional[Sequence[str]], rows: Sequence[Row]) -> List[Model]:
+    """Check every checkpoint (a g2lstm model whose gate blocks admit every SVD rank of
+    ``rows``) before anything runs; return them with their labels and sha256."""
+    from ..checkpoints.io import CheckpointError, load_checkpoint
+    from .apply import file_sha256
+    from .blocks import check_rank, find_gate_blocks
+    from .packing import expanded
+
+    if labels is None:
+        labels = [Path(c).parent.name or Path(c).stem for c in checkpoints]
+        if len(set(labels)) < len(labels):
+            labels = [f"{label}#{i + 1}" for i, label in enumerate(labels)]
+    if len(labels) != len(checkpoints):
+        raise SweepError(f"--labels gives {len(labels)} labels for {len(checkpoints)} checkpoints")
+    if len(set(labels)) != len(labels):
+        raise SweepError(f"--labels must be distinct; got {' '.join(labels)}")
+    models = []
+    for label, path in zip(labels, checkpoints):
+        try:
+            state = load_checkpoint(path)
+            for row in rows:
+                if row.config is not None:
+                    blocks = find_gate_blocks(expanded(state["model"]), row.config.scope)
+                    if row.config.method == "svd":
+                        check_rank(blocks, row.config.rank)
+        except (CheckpointError, CompressionError) as error:
+            raise SweepError(f"{label}: {error}") from None
+        del state
+        models.append(Model(label, Path(path), file_sha256(path)))
+    return models
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def run_sweep(
+    data: str,
+    checkpoints: Sequence[str],
+    labels: Optional[Sequence[str]] = None,
+    rows: Optional[Sequence[Row]] = None,
+    *,
+    beam: int = 5,
+    subset: str = "test",
+    gen_args: Sequence[str] = (),
+    work_dir: Optional[str] = None,
+    keep: bool = False,
+    pack: bool = False,
+    jobs: int = 1,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    generate: Callable[..., GenerateResult] = run_generate,
+) -> Dict[str, Any]:
+    """Score every (checkpoint, row) pair; return the results as a JSON-ready dict.
+
+    ``generate(command, env)`` runs one fairseq-generate command (a test can replace it).
+    Compressed checkpoints are written to ``work_dir`` (a new temporary folder when
+    None) and deleted after scoring unless ``keep``. ``jobs`` runs that many
+    fairseq-generate processes at once (each then gets ``OMP_NUM_THREADS`` = cores /
+    jobs unless it is set). Raises :class:`SweepError`.
+    """
+    from .apply import compress_checkpoint, source_tag
+
+    rows = list(rows) if rows is not None else table4_rows()
+    if not Path(data).is_dir():
+        raise SweepError(f"{data}: no such data-bin folder")
+    if jobs < 1:
+        raise SweepError(f"--jobs must be at least 1; got {jobs}")
+    check_gen_args(gen_args)
+    models = prepare_models(checkpoints, labels, rows)
+    own_dir = work_dir is None
+    folder = Path(tempfile.mkdtemp(prefix="g2lstm-sweep-") if own_dir else work_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if jobs > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+
+    # Scoring is deterministic, so a checkpoint listed twice (the same bytes) is scored once.
+    first_of = {}
+    for model in models:
+        first_of.setdefault(model.sha256, model)
+    tasks = [(m, r) for m in models if first_of[m.sha256] is m for r in rows]
+    cells: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    lock, start, done = threading.Lock(), time.perf_counter(), [0]
+    written: List[Path] = []
+
+    def score(model: Model, row: Row) -> None:
+        cell: Dict[str, Any] = {"label": model.label, "row": row.name, "checkpoint": str(model.path)}
+        target = model.path
+        if row.config is None:
+            cell["signature"] = f"original|src={source_tag(model.path, model.sha256)}"
+        else:
+            target = folder / f"{model.label}.{row.slug}.pt"
+            with lock:
+                written.append(target)
+            summary = compress_checkpoint(model.path, target, row.config, pack=pack, force=True)
+            cell.update(signature=summary.signature, compressed_checkpoint=str(target),
+                        compression=summary.to_dict())
+        command = generate_command(data, str(target), beam, subset, gen_args)
+        result = generate(command, env)
+        if row.config is not None and not keep:
+            target.unlink(missing_ok=True)
+        cell.update(bleu=result.bleu, score_line=result.score_line, seconds=round(result.seconds, 2),
+                    command=shlex.join(command))
+        with lock:
+            cells[(model.label, row.name)] = cell
+            done[0] += 1
+            elapsed = time.perf_counter() - start
+            eta = elapsed / done[0] * (len(tasks) - done[0])
+            log(f"[{done[0]:>{len(str(len(tasks)))}}/{len(tasks)}] {model.label} | {row.name}: BLEU {result.bleu:.2f} "
+                f"({format_seconds(result.seconds)}); ETA {format_seconds(eta)}")
+
+    log(f"{PROG}: {len(models)} checkpoint(s) x {len(rows)} settings = {len(tasks)} fairseq-generate runs"
+        f"{f', {jobs} at a time' if jobs > 1 else ''}; compressed checkpoints in {folder}")
+    for model in models:
+        if first_of[model.sha256] is not model:
+            log(f"{model.label}: the same file as {first_of[model.sha256].label} (sha256 {model.sha256[:8]}); "
+                f"scored once")
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(score, m, r) for m, r in tasks]
+            for future in as_completed(futures):
+                if future.exception() is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)  # stop at the first failure
+                    raise future.exception()
+    finally:
+        if not keep:
+            for path in written:
+                path.unlink(missing_ok=True)
+            if own_dir:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    for model in models:
+        first = first_of[model.sha256]
+        if first is not model:
+            for row in rows:
+                cells[(model.label, row.name)] = {**cells[(first.label, row.name)], "label": model.label,
+                                                  "checkpoint": str(model.path), "same_as": first.label}
+        original = cells[(model.label, rows[0].name)]["bleu"] if rows[0].config is None else None
+        for row in rows:
+            cell = cells[(model.label, row.name)]
+            cell["delta"] = None if original is None or row.config is None else round(cell["bleu"] - original, 2)
+    return {
+        "data": str(data),
+        "subset": subset,
+        "beam": beam,
+        "gen_args": list(gen_args),
+        "scoring": "sacrebleu",
+        "work_dir": str(folder) if keep else None,
+        "checkpoints": [{"label": m.label, "path": str(m.path), "sha256": m.sha256} for m in models],
+        "rows": [{"name": r.name, **(r.config.to_dict() if r.config else {"method": None})} for r in rows],
+        "cells": [cells[(m.label, r.name)] for m in models for r in rows],
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def markdown_table(result: Dict[str, Any]) -> str:
+    """Rows: the settings; per checkpoint a column group: BLEU and its change from the original."""
+    labels = [c["label"] for c in result["checkpoints"]]
+    cells = {(c["label"], c["row"]): c for c in result["cells"]}
+    head = ["setting"] + [h for label in labels for h in (f"{label} BLEU", "Δ")]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (2 * len(labels))]
+    for row in result["rows"]:
+        out = [row["name"]]
+        for label in labels:
+            cell = cells[(label, row["name"])]
+            out += [f"{cell['bleu']:.2f}", "" if cell.get("delta") is None else f"{cell['delta']:+.2f}"]
+        lines.append("| " + " | ".join(out) + " |")
+    scope = next((r["scope"] for r in result["rows"] if r.get("method")), None)
+    lines.append("")
+    lines.append(f"sacreBLEU, fairseq-generate --beam {result['beam']} on {result['data']} ({result['subset']})"
+                 + (f" {' '.join(result['gen_args'])}" if result["gen_args"] else "")
+                 + (f"; input/forget-gate blocks, scope {scope}" if scope else "") + ".")
+    return "\n".join(lines)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INPUT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=PROG,
+        description="BLEU of g2lstm checkpoints before and after compressing their input/forget-gate weights "
+                    "(the G2-LSTM paper's Table 4), through fairseq-generate and sacreBLEU.")
+    add = parser.add_argument
+    add("data", metavar="DATA_BIN", help="the fairseq data-bin to score on (as for fairseq-generate)")
+    add("checkpoints", nargs="+", metavar="CHECKPOINT", help="g2lstm checkpoints, one column group each")
+    add("--labels", nargs="+", metavar="LABEL", help="a name per checkpoint (default: its folder's name)")
+    add("--step", type=float, default=PAPER_STEP, metavar="R", help=f"r of round and round-clip (default {PAPER_STEP})")
+    add("--clip", type=float, default=PAPER_CLIP, metavar="C", help=f"c of round-clip (default {PAPER_CLIP})")
+    add("--ranks", type=int, nargs="+", default=list(PAPER_RANKS), metavar="K",
+        help=f"the SVD ranks, one row each (default {' '.join(map(str, PAPER_RANKS))})")
+    add("--scope", choices=SCOPES, default="recurrent",
+        help="which gate weights (see g2lstm-compress; default recurrent)")
+    add("--beam", type=int, default=5, help="beam size (default 5)")
+    add("--gen-subset", default="test", metavar="SPLIT", help="the split to score (default test)")
+    add("--gen-args", default="", metavar="'ARGS'",
+        help="more fairseq-generate flags, one quoted string, "
+             "e.g. '--remove-bpe sentencepiece --max-tokens 8000 --cpu'")
+    add("--json", default="compression_sweep.json", metavar="FILE", help="the results (default compression_sweep.json)")
+    add("--markdown", metavar="FILE", help="also write the table to FILE")
+    add("--work-dir", metavar="DIR", help="where compressed checkpoints go (default: a temporary folder)")
+    add("--keep", action="store_true", help="keep the compressed checkpoints")
+    add("--pack", action="store_true", help="write the compressed checkpoints packed (same BLEU, smaller files)")
+    add("--jobs", type=int, default=1, metavar="N", help="fairseq-generate processes at once (default 1)")
+    return parser
+
+
+def _join_gen_args(argv: Sequence[str]) -> List[str]:
+    """``--gen-args '--cpu ...'`` as ``--gen-args=--cpu ...``: argparse would take a value
+    that starts with ``-`` for a flag."""
+    argv, out, i = list(argv), [], 0
+    while i < len(argv):
+        if argv[i] == "--gen-args" and i + 1 < len(argv):
+            out.append(f"--gen-args={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(_join_gen_args(argv))
+    try:
+        try:
+            rows = table4_rows(args.step, args.clip, args.ranks, args.scope)
+        except CompressionError as error:
+            raise SweepError(str(error)) from None
+        result = run_sweep(args.data, args.checkpoints, args.labels, rows, beam=args.beam, subset=args.gen_subset,
+                           gen_args=shlex.split(args.gen_args), work_dir=args.work_dir, keep=args.keep,
+                           pack=args.pack, jobs=args.jobs)
+    except SweepError as error:
+        first, _, rest = str(error).partition("\n")
+        print(f"{PROG}: error: {first}", file=sys.stderr)
+        if rest:
+            print(rest, file=sys.stderr)
+        return EXIT_RUN_ERROR if first.startswith("fairseq-generate") else EXIT_INPUT_ERROR
+    command = shlex.join(["python", "scripts/compression_sweep.py", *argv])
+    table = markdown_table(result)
+    print(table)
+    output = {"generated_by": f"{PROG} (fairseq_g2lstm.compress.sweep); do not edit", "command": command, **result}
+    Path(args.json).write_text(json.dumps(output, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(f"<!-- generated by: {command} -->\n\n{table}\n")
+    print(f"\nwrote {args.json}" + (f" and {args.markdown}" if args.markdown else ""), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
