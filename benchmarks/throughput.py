@@ -75,6 +75,8 @@ MODELS: Dict[str, ModelSpec] = {m.name: m for m in (
     ModelSpec("g2lstm-gumbel", ("--arch", "g2lstm_iwslt", "--gate-mode", "gumbel"),
               "the paper's model: G2 gates (tau 0.9, p 0.2); first encoder layer bidirectional, "
               "second unidirectional; Bahdanau (additive) attention; input feeding"),
+    ModelSpec("g2lstm-gumbel-no-metrics", ("--arch", "g2lstm_iwslt", "--gate-mode", "gumbel", "--no-gate-metrics"),
+              "as g2lstm-gumbel without the gate saturation metrics: their cost is the difference"),
     ModelSpec("g2lstm-plain", ("--arch", "g2lstm_iwslt", "--gate-mode", "plain"),
               "as g2lstm-gumbel with plain sigmoid gates (a standard LSTM through our loop)"),
     ModelSpec("g2lstm-gumbel-luong", ("--arch", "g2lstm_iwslt", "--gate-mode", "gumbel",

@@ -17,7 +17,7 @@ def test_from_pretrained_translates_raw_text(tmp_path):
     cli("fairseq-preprocess", "--source-lang", "de", "--target-lang", "en", "--trainpref", tmp_path / "train.spm",
         "--validpref", tmp_path / "valid.spm", "--destdir", tmp_path / "bin", "--joined-dictionary", "--workers", "1")
     cli("fairseq-train", tmp_path / "bin", "--user-dir", USER_DIR, "--arch", "g2lstm_iwslt", *TINY_DIMS,
-        "--max-update", "3", "--max-tokens", "800", "--optimizer", "adam", "--lr", "0.01", "--cpu",
+        "--max-update", "20", "--max-tokens", "800", "--optimizer", "adam", "--lr", "0.01", "--cpu",
         "--save-dir", tmp_path / "ckpt", "--no-epoch-checkpoints")
 
     from fairseq_g2lstm.models import G2LSTMModel
@@ -25,6 +25,20 @@ def test_from_pretrained_translates_raw_text(tmp_path):
     hub = G2LSTMModel.from_pretrained(
         str(tmp_path / "ckpt"), checkpoint_file="checkpoint_last.pt", data_name_or_path=str(tmp_path / "bin"),
         bpe="sentencepiece", sentencepiece_model=str(tmp_path / "spm.model"), beam=5)
-    translations = hub.translate(["w1 w2 w3", "w4 w5"])
-    assert len(translations) == 2 and all(isinstance(t, str) and "▁" not in t for t in translations)
+    sentences = ["w1 w2 w3", "w4 w5", "w7 w1 w9 w2"]
+    translations = hub.translate(sentences)
     assert not hub.models[0].training
+    # The hub decodes what fairseq-interactive decodes for the same raw text.
+    proc = cli("fairseq-interactive", tmp_path / "bin", "--user-dir", USER_DIR,
+               "--path", tmp_path / "ckpt/checkpoint_last.pt",
+               "--cpu", "--beam", "5", "--source-lang", "de", "--target-lang", "en", "--bpe", "sentencepiece",
+               "--sentencepiece-model", tmp_path / "spm.model", input="\n".join(sentences) + "\n")
+    interactive = [line.split("\t")[2] for line in proc.stdout.splitlines() if line.startswith("D-")]
+    assert translations == interactive
+    assert all("▁" not in t for t in translations)  # sentencepiece undone
+
+    hard = G2LSTMModel.from_pretrained(  # the README's override of --gate-eval on a trained model
+        str(tmp_path / "ckpt"), checkpoint_file="checkpoint_last.pt", data_name_or_path=str(tmp_path / "bin"),
+        bpe="sentencepiece", sentencepiece_model=str(tmp_path / "spm.model"), gate_eval="hard")
+    model = hard.models[0]
+    assert model.encoder.lstm.gate.eval_mode == model.decoder.layers.gate.eval_mode == "hard"

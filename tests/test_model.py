@@ -33,6 +33,16 @@ def target_prefix(model, batch, steps):
     return tokens
 
 
+def with_strong_weights(model, scale=0.5):
+    """Weights large enough that every row's state visibly differs (the +-0.1 initialisation
+    leaves the rows so alike that a row mix-up hides within the tolerance)."""
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return model
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_incremental_decoding_gives_the_teacher_forced_scores(model_factory, variant):
     model = model_factory(**variant).eval()
@@ -42,6 +52,29 @@ def test_incremental_decoding_gives_the_teacher_forced_scores(model_factory, var
     encoder_out = model.encoder(src, src_lengths)
     state = {}
     for t in range(prev.shape[1]):
+        step, step_attn = model.decoder(prev[:, : t + 1], encoder_out, incremental_state=state)
+        assert torch.allclose(step[:, -1], full[:, t], atol=1e-5)
+        assert torch.allclose(step_attn[:, -1], full_attn[:, t], atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", VARIANTS[:2])
+@pytest.mark.parametrize("new_order", [[2, 0, 1], [1, 1, 0]], ids=["permutation", "repeat"])
+def test_reordering_in_the_middle_of_decoding_matches_teacher_forcing(model_factory, variant, new_order):
+    """Beam search reorders the cached state between steps (and repeats rows); the steps
+    after a reorder must score what teacher forcing of the reordered batch scores."""
+    model = with_strong_weights(model_factory(**variant)).eval()
+    src, src_lengths = source_batch(model)
+    prev = target_prefix(model, 3, 6)
+    new_order = torch.tensor(new_order)
+    encoder_out = model.encoder(src, src_lengths)
+    state = {}
+    for t in range(3):
+        model.decoder(prev[:, : t + 1], encoder_out, incremental_state=state)
+    model.decoder.reorder_incremental_state_scripting(state, new_order)  # what the generator calls
+    encoder_out = model.encoder.reorder_encoder_out(encoder_out, new_order)
+    prev = prev[new_order]
+    full, full_attn = model(src[new_order], src_lengths[new_order], prev)
+    for t in range(3, 6):
         step, step_attn = model.decoder(prev[:, : t + 1], encoder_out, incremental_state=state)
         assert torch.allclose(step[:, -1], full[:, t], atol=1e-5)
         assert torch.allclose(step_attn[:, -1], full_attn[:, t], atol=1e-6)

@@ -56,11 +56,24 @@ def test_gumbel_layer_in_training_is_noisy_and_seeded():
     assert not torch.allclose(a, ours.eval()(x)[0])
 
 
-def test_sharpened_layer_is_deterministic_and_the_same_in_train_and_eval():
+@pytest.mark.parametrize("kernel", ["torch", "reference"])
+def test_sharpened_layer_applies_tau_in_train_and_eval_alike(kernel):
+    """sigmoid(a / tau) for i and f equals a plain LSTM whose i/f weights and biases are
+    divided by tau: an independent construction of the sharpened baseline."""
     torch.manual_seed(3)
-    ours = G2LSTM(6, 5, 2, gate=GateConfig("sharpened"))
+    ours = G2LSTM(6, 5, 2, gate=GateConfig("sharpened", temperature=0.2), kernel=kernel)
+    scaled = G2LSTM(6, 5, 2, gate=PLAIN, kernel=kernel)
+    state = {name: p.detach().clone() for name, p in ours.named_parameters()}
+    for p in state.values():
+        p[: 2 * 5] /= 0.2  # the i and f rows
+    scaled.load_state_dict(state)
+    unscaled = G2LSTM(6, 5, 2, gate=PLAIN, kernel=kernel)
+    unscaled.load_state_dict(ours.state_dict())
     x = torch.randn(7, 3, 6)
-    assert torch.equal(ours.train()(x)[0], ours.eval()(x)[0])
+    train_out, eval_out = ours.train()(x)[0], ours.eval()(x)[0]
+    assert torch.equal(train_out, eval_out)  # deterministic: no noise in either
+    assert torch.allclose(train_out, scaled(x)[0], atol=1e-5)
+    assert not torch.allclose(train_out, unscaled(x)[0], atol=1e-3)
 
 
 def test_layer_draws_fresh_noise_for_every_step_and_direction(monkeypatch):
@@ -70,10 +83,12 @@ def test_layer_draws_fresh_noise_for_every_step_and_direction(monkeypatch):
         seen.append(noise)
         return sequence_fused(x_proj, w_hh, h0, c0, lengths, spec, noise)
 
-    ours = G2LSTM(4, 3, 2, [True, False], gate=GUMBEL).train()
+    torch.manual_seed(0)
+    # 8 rows x 16 gate units a step: two all-zero draws (0.8^128 each) cannot pass for "equal".
+    ours = G2LSTM(4, 8, 2, [True, False], gate=GUMBEL).train()
     monkeypatch.setattr(ours, "_sequence_runner", lambda x: spy)
-    ours(torch.randn(5, 2, 4))
-    assert len(seen) == 3 and all(n.shape == (5, 2, 6) for n in seen)
+    ours(torch.randn(5, 8, 4))
+    assert len(seen) == 3 and all(n.shape == (5, 8, 16) for n in seen)
     steps = [step for noise in seen for step in noise.unbind(0)]
     for i in range(len(steps)):
         for j in range(i + 1, len(steps)):
