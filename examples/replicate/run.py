@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -33,6 +34,10 @@ from typing import Dict, List, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's fairseq_g2lstm, not another install's
+
+import evaluation  # noqa: E402  (this folder's modules: run.py runs as a script)
+import report  # noqa: E402
 USER_DIR = str(REPO / "fairseq_g2lstm")
 BIN = Path(sys.executable).parent
 
@@ -100,31 +105,56 @@ def prepare_demo_corpus(work: Path) -> Path:
 
 
 # --- training -----------------------------------------------------------------------------
-def train_command(run: Run, data_bin: Path, save_dir: Path, langs: Sequence[str]) -> List[str]:
-    return [tool("fairseq-train"), str(data_bin), "--user-dir", USER_DIR, *langs, *TRAIN_FLAGS,
+def train_command(run: Run, data_bin: Path, save_dir: Path, langs: Sequence[str], extra: Sequence[str]) -> List[str]:
+    """``extra`` (``--train-args``) goes to every arm alike, after :data:`TRAIN_FLAGS`."""
+    return [tool("fairseq-train"), str(data_bin), "--user-dir", USER_DIR, *langs, *TRAIN_FLAGS, *extra,
             "--gate-mode", run.arm, "--seed", str(run.seed), "--save-dir", str(save_dir), "--cpu"]
 
 
 VALID_LINE = re.compile(r"\| valid \| epoch (\d+) .*?\| loss ([\d.]+) .*?\| num_updates (\d+)")
+TRAIN_WALL = re.compile(r"\| train \| epoch \d+ .*\| wall (\d+)")  # fairseq's wall clock, kept across resumes
 
 
-def train(run: Run, data_bin: Path, work: Path, langs: Sequence[str], threads: int) -> Dict:
+def training_record(run: Run, command: Sequence[str], log_path: Path, threads: int) -> Dict:
+    """What trained.json holds, read from the whole training log (every attempt: an
+    epoch that a resumed attempt ran again counts once, as its last run)."""
+    curve: Dict[int, Dict] = {}
+    wall_seconds = None
+    for line in log_path.read_text().splitlines():
+        match = VALID_LINE.search(line)
+        if match:
+            curve[int(match[1])] = {"epoch": int(match[1]), "valid_loss": float(match[2]),
+                                    "num_updates": int(match[3])}
+        wall = TRAIN_WALL.search(line)
+        if wall:
+            wall_seconds = int(wall[1])
+    epochs = [curve[e] for e in sorted(curve)]
+    best = min(epochs, key=lambda e: e["valid_loss"])
+    shown = [os.path.relpath(c, REPO) if c.startswith(str(REPO)) else c for c in command[1:]]
+    return {
+        "run": run.name, "arm": run.arm, "seed": run.seed,
+        "command": " ".join(["fairseq-train", *shown]),
+        "epochs": epochs[-1]["epoch"], "num_updates": epochs[-1]["num_updates"],
+        "best_epoch": best["epoch"], "best_valid_loss": best["valid_loss"], "valid_curve": epochs,
+        "train_wall_minutes": round((wall_seconds or 0) / 60, 1), "threads": threads,
+    }
+
+
+def train(run: Run, data_bin: Path, work: Path, langs: Sequence[str], threads: int, extra: Sequence[str] = ()) -> Dict:
     """Train one model to its early stop (resuming a killed run); returns trained.json."""
     save_dir = work / "checkpoints" / run.name
     marker = save_dir / "trained.json"
     if marker.exists():
         return json.loads(marker.read_text())
     save_dir.mkdir(parents=True, exist_ok=True)
-    command = train_command(run, data_bin, save_dir, langs)
+    command = train_command(run, data_bin, save_dir, langs, extra)
     log_path = work / "logs" / f"{run.name}.train.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     resumed = (save_dir / "checkpoint_last.pt").exists()
     log(f"{run.name}: training{' (resuming)' if resumed else ''}; log {log_path}")
     start = time.monotonic()
-    env = subprocess_env(threads)
-    epochs = []
     with open(log_path, "a") as log_file, subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=subprocess_env(threads)
     ) as proc:
         log_file.write(f"$ {' '.join(command)}\n")
         for line in proc.stdout:
@@ -132,25 +162,36 @@ def train(run: Run, data_bin: Path, work: Path, langs: Sequence[str], threads: i
             log_file.flush()
             match = VALID_LINE.search(line)
             if match:
-                epoch, loss, updates = int(match[1]), float(match[2]), int(match[3])
-                epochs.append({"epoch": epoch, "valid_loss": loss, "num_updates": updates})
-                log(f"{run.name}: epoch {epoch} valid loss {loss:.3f} ({updates} updates, "
-                    f"{(time.monotonic() - start) / 60:.1f} min)")
+                log(f"{run.name}: epoch {match[1]} valid loss {float(match[2]):.3f} ({match[3]} updates, "
+                    f"{(time.monotonic() - start) / 60:.0f} min in this attempt)")
     if proc.returncode != 0:
         raise SystemExit(f"{run.name}: fairseq-train failed ({proc.returncode}); see {log_path}")
-    best = min(epochs, key=lambda e: e["valid_loss"]) if epochs else None
-    trained = {
-        "run": run.name, "arm": run.arm, "seed": run.seed,
-        "command": " ".join(command[:1] + [os.path.relpath(c, REPO) if c.startswith(str(REPO)) else c
-                                            for c in command[1:]]),
-        "epochs": epochs[-1]["epoch"] if epochs else None,
-        "num_updates": epochs[-1]["num_updates"] if epochs else None,
-        "best_epoch": best and best["epoch"], "best_valid_loss": best and best["valid_loss"],
-        "valid_curve": epochs, "train_wall_minutes_this_process": round((time.monotonic() - start) / 60, 1),
-        "threads": threads, "resumed": resumed,
-    }
+    trained = training_record(run, command, log_path, threads)
     marker.write_text(json.dumps(trained, indent=1) + "\n")
     return trained
+
+
+# --- evaluation -----------------------------------------------------------------------------
+def evaluate_run(run: Run, work: Path, results: Path, data_bin: Path, langs: Sequence[str],
+                 pairs: Sequence) -> Optional[Dict]:
+    """Evaluate a trained model into results/<run>.json (written last, atomically);
+    None where it is not trained yet."""
+    save_dir = work / "checkpoints" / run.name
+    marker = save_dir / "trained.json"
+    target = results / f"{run.name}.json"
+    if target.exists():
+        return json.loads(target.read_text())
+    if not marker.exists():
+        return None
+    log(f"{run.name}: evaluating (BLEU, compression grid, gate statistics)")
+    record = evaluation.evaluate(run.name, json.loads(marker.read_text()), save_dir / "checkpoint_best.pt",
+                               data_bin, langs, pairs)
+    results.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".json.partial")
+    partial.write_text(json.dumps(record, indent=1) + "\n")
+    partial.rename(target)
+    log(f"{run.name}: BLEU {record['bleu']:.2f}; results in {target}")
+    return record
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -161,34 +202,52 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("-t", "--target-lang", help="with --data-bin")
     parser.add_argument("--work", type=Path, default=HERE / "work", help="checkpoints, logs, data (git-ignored)")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="per-model results (committed)")
+    parser.add_argument("--report", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of each fairseq process (1: two runs share 2 cores without "
                              "the slowdown of oversubscribed OpenMP threads)")
     parser.add_argument("--jobs", type=int, default=2, help="models trained at the same time")
-    parser.add_argument("--stage", choices=("all", "train"), default="all")
+    parser.add_argument("--train-args", default="", metavar="FLAGS",
+                        help="more fairseq-train flags, the same for every arm (e.g. for another corpus)")
+    parser.add_argument("--stage", choices=("all", "train", "evaluate", "report"), default="all",
+                        help="all: train and evaluate each model, then write the report")
     return parser.parse_args(argv)
+
+
+BUDGET_NOTE = ("The grid was sized for about 5 hours on a 2-core CPU machine (two single-threaded runs at "
+               "a time); it ran beside other work, so wall times are upper bounds.")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    data_bin = args.data_bin or prepare_demo_corpus(args.work)
-    langs = []
-    if args.source_lang:
-        langs += ["--source-lang", args.source_lang]
-    if args.target_lang:
-        langs += ["--target-lang", args.target_lang]
-    pending = []
-    for run in runs_in_order(args.arms, args.seeds):
-        if (args.results / f"{run.name}.json").exists():
-            log(f"{run.name}: results exist, skipped")
-        else:
-            pending.append(run)
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each job waits on one fairseq process
-        for trained in pool.map(lambda run: train(run, data_bin, args.work, langs, args.threads), pending):
-            log(f"{trained['run']}: trained, best valid loss {trained['best_valid_loss']} "
-                f"at epoch {trained['best_epoch']}")
+    os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    runs = runs_in_order(args.arms, args.seeds)
+    pending = [run for run in runs if not (args.results / f"{run.name}.json").exists()]
+    for run in set(runs) - set(pending):
+        log(f"{run.name}: results exist, skipped")
+    data_bin = args.data_bin or (prepare_demo_corpus(args.work) if pending and args.stage != "report" else None)
+    langs = ["--source-lang", args.source_lang, "--target-lang", args.target_lang] if args.source_lang else []
+    if pending and args.stage in ("all", "evaluate"):
+        pair = (args.source_lang, args.target_lang) if args.source_lang else evaluation.language_pair(data_bin)
+        pairs = evaluation.heatmap_pairs(data_bin, *pair)
+
+    def work_on(run: Run) -> None:
+        if args.stage in ("all", "train"):
+            trained = train(run, data_bin, args.work, langs, args.threads, shlex.split(args.train_args))
+            log(f"{run.name}: trained, best valid loss {trained['best_valid_loss']} at epoch "
+                f"{trained['best_epoch']} of {trained['epochs']}")
+        if args.stage in ("all", "evaluate"):
+            evaluate_run(run, args.work, args.results, data_bin, langs, pairs)
+
+    if args.stage != "report":
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each job waits on its subprocesses
+            list(pool.map(work_on, pending))
+    if args.stage in ("all", "report") and any(args.results.glob("*.json")):
+        command = "python examples/replicate/run.py" + ("" if args.stage == "all" else " --stage report")
+        report.write_report(args.results, args.report, args.arms, command, BUDGET_NOTE, planned=len(runs))
+        log(f"wrote {args.report}")
     return 0
 
 
