@@ -253,11 +253,9 @@ def sgml(pairs, side: int, setid: str) -> str:
             f"{segs}</doc>\n</srcset>\n")
 
 
-@pytest.fixture(scope="module")
-def wmt(tmp_path_factory):
-    """A WMT14 folder mixing unpacked files and archives, and its data-bin (En->De)."""
-    root = tmp_path_factory.mktemp("wmt")
-    orig = root / "orig"
+def write_wmt_orig(orig: Path):
+    """A WMT14 folder in the official layout, mixing unpacked files and archives; returns
+    (the training corpora {stem: [(de, en)]}, valid pairs, test pairs)."""
     corpora = {
         "training/europarl-v7.de-en": list(generate_pairs(150, seed=11)),
         "commoncrawl.de-en": list(generate_pairs(150, seed=12))
@@ -277,6 +275,15 @@ def wmt(tmp_path_factory):
                                  "newstest2013.en": "unused\n"}, "dev")  # fmt: skip
     write_lines(orig / "test-full" / "newstest2014-deen-src.en.sgm", [sgml(test, 1, "newstest2014")])
     write_lines(orig / "test-full" / "newstest2014-deen-ref.de.sgm", [sgml(test, 0, "newstest2014")])
+    return corpora, valid, test
+
+
+@pytest.fixture(scope="module")
+def wmt(tmp_path_factory):
+    """A WMT14 folder mixing unpacked files and archives, and its data-bin (En->De)."""
+    root = tmp_path_factory.mktemp("wmt")
+    orig = root / "orig"
+    corpora, valid, test = write_wmt_orig(orig)
     destdir = root / "data-bin"
     assert prepare_wmt14.main([str(orig), "--destdir", str(destdir), "--vocab-size", TINY_VOCAB, "--workers", "2"]) == 0
     train = [(en, de) for pairs in corpora.values() for de, en in pairs]

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The paper's WMT14 En->De experiment, end to end (see README.md here):
+#   bash examples/wmt14/run.sh wmt14-orig/
+# wmt14-orig/ holds the official archives (fairseq's prepare-wmt14en2de.sh files); with
+# --download as the second argument they are fetched first. Knobs: examples/paper_recipe.sh.
+set -euo pipefail
+source "$(dirname "$0")/../paper_recipe.sh"
+
+ORIG=${1:?usage: bash examples/wmt14/run.sh wmt14-orig/ [--download]}
+DATASET=wmt14
+PREPARE="g2lstm-prepare-wmt14 $ORIG ${2:-} --vocab-size ${VOCAB:-32000} --workers ${WORKERS:-8}"
+ARCH=g2lstm_wmt SRC=en TGT=de BATCH=64 EPOCHS=${EPOCHS:-10}
+paper_recipe
