@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny generated translation corpus, its data-bin, a tiny model
 factory and a briefly trained checkpoint. Nothing is downloaded."""
 import argparse
+import json
 import os
 import random
 import subprocess
@@ -92,6 +93,35 @@ def reversal_model(tmp_path_factory):
         "--max-update", "150", "--max-tokens", "2000", "--optimizer", "adam", "--lr", "0.005", "--cpu",
         "--disable-validation", "--save-dir", folder / "ckpt", "--no-epoch-checkpoints", "--seed", "1")
     return folder, folder / "ckpt" / "checkpoint_last.pt"
+
+
+NOISE_SPY = """
+import json, sys, torch
+import fairseq_g2lstm.rnn.layer as layer, fairseq_g2lstm.rnn.stack as stack
+draws = []
+def spy(original):
+    def draw(shape, noise_prob, **kwargs):
+        noise = original(shape, noise_prob, **kwargs)
+        draws.append({"dtype": str(noise.dtype), "finite": bool(torch.isfinite(noise).all()),
+                      "noised": int((noise != 0).sum()), "elements": noise.numel()})
+        return noise
+    return draw
+layer.sample_gate_noise = spy(layer.sample_gate_noise)
+stack.sample_gate_noise = spy(stack.sample_gate_noise)
+from fairseq_cli.train import cli_main
+sys.argv = ["fairseq-train"] + json.loads(sys.argv[1])
+cli_main()
+print("NOISE-DRAWS " + json.dumps(draws))
+"""
+
+
+def train_with_noise_spy(args):
+    """fairseq-train ``args`` in a fresh process that records every G2 noise draw of the
+    layers (dtype, finite, noised elements, elements); returns (process, draws)."""
+    proc = subprocess.run([sys.executable, "-c", NOISE_SPY, json.dumps([str(a) for a in args])],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, json.loads(proc.stdout.split("NOISE-DRAWS ", 1)[1].splitlines()[0])
 
 
 class ToyTask:

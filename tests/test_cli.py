@@ -4,7 +4,6 @@ Each test asserts what the model produced, not only that a tool ran: the reversa
 (conftest) must translate its task, fairseq-interactive must agree with fairseq-generate,
 scores must be the model's own log-probabilities, and flags must reach the model.
 """
-import json
 import math
 import re
 import subprocess
@@ -13,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY_DIMS, USER_DIR, cli
+from conftest import REPO, TINY_DIMS, USER_DIR, cli, train_with_noise_spy
 
 
 def generate_lines(proc: subprocess.CompletedProcess, kind: str):
@@ -86,39 +85,15 @@ def test_score_reference_prints_the_models_log_probabilities(toy_data, toy_check
         assert scores == pytest.approx((lprobs / math.log(2)).tolist(), abs=2e-4)
 
 
-SPY_TRAIN = """
-import json, sys, torch
-import fairseq_g2lstm.rnn.layer as layer, fairseq_g2lstm.rnn.stack as stack
-seen = {"draws": 0, "noised": 0, "elements": 0}
-def spy(original):
-    def draw(shape, noise_prob, **kwargs):
-        noise = original(shape, noise_prob, **kwargs)
-        seen["draws"] += 1
-        seen["noised"] += int((noise != 0).sum())
-        seen["elements"] += noise.numel()
-        return noise
-    return draw
-layer.sample_gate_noise = spy(layer.sample_gate_noise)
-stack.sample_gate_noise = spy(stack.sample_gate_noise)
-from fairseq_cli.train import cli_main
-sys.argv = ["fairseq-train"] + json.loads(sys.argv[1])
-cli_main()
-print("SPY " + json.dumps(seen))
-"""
-
-
 def test_gate_flags_given_to_fairseq_train_reach_the_trained_model(toy_data, tmp_path):
     args = [str(toy_data / "bin"), "--user-dir", USER_DIR, "--arch", "g2lstm_iwslt", *TINY_DIMS,
             "--gate-temperature", "0.7", "--gate-noise-prob", "0.3", "--max-update", "4", "--max-tokens", "800",
             "--optimizer", "adam", "--lr", "0.01", "--cpu", "--save-dir", str(tmp_path), "--no-epoch-checkpoints",
             "--disable-validation", "--seed", "2"]
-    proc = subprocess.run([sys.executable, "-c", SPY_TRAIN, json.dumps(args)], capture_output=True, text=True,
-                          cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    seen = json.loads(proc.stdout.split("SPY ", 1)[1].splitlines()[0])
-    assert seen["draws"] > 0
-    share = seen["noised"] / seen["elements"]
-    assert abs(share - 0.3) < 5 * math.sqrt(0.3 * 0.7 / seen["elements"]), share  # p = 0.3, not the default 0.2
+    _, draws = train_with_noise_spy(args)
+    elements = sum(d["elements"] for d in draws)
+    share = sum(d["noised"] for d in draws) / elements
+    assert draws and abs(share - 0.3) < 5 * math.sqrt(0.3 * 0.7 / elements), share  # p = 0.3, not the default 0.2
 
     import fairseq_g2lstm  # noqa: F401
     from fairseq import checkpoint_utils

@@ -10,14 +10,11 @@ torch_xla. ``--memory-efficient-fp16 --cpu`` does run (plain ``--fp16`` builds i
 master weights on CUDA), so the fairseq test uses it.
 """
 import copy
-import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import REPO, TINY_DIMS, USER_DIR
+from conftest import TINY_DIMS, USER_DIR, train_with_noise_spy
 from fairseq_g2lstm.cuda.validation import relative_error
 from fairseq_g2lstm.gates import GateConfig, sample_gate_noise
 from fairseq_g2lstm.rnn import CellStack, G2LSTM
@@ -109,35 +106,14 @@ def test_cell_stack_matches_float32_and_is_finite(dtype):
         assert relative_error(g, w) <= TOLERANCE[dtype]
 
 
-SPY = """
-import json, sys, torch
-import fairseq_g2lstm.rnn.layer as layer, fairseq_g2lstm.rnn.stack as stack
-seen = []
-def spy(original):
-    def draw(*args, **kwargs):
-        noise = original(*args, **kwargs)
-        seen.append([str(noise.dtype), bool(torch.isfinite(noise).all())])
-        return noise
-    return draw
-layer.sample_gate_noise = spy(layer.sample_gate_noise)
-stack.sample_gate_noise = spy(stack.sample_gate_noise)
-from fairseq_cli.train import cli_main
-sys.argv = ["fairseq-train"] + json.loads(sys.argv[1])
-cli_main()
-print("SPY " + json.dumps(seen))
-"""
-
-
 def test_fairseq_train_in_float16_on_cpu_is_finite(toy_data, tmp_path):
     args = [str(toy_data / "bin"), "--user-dir", USER_DIR, "--arch", "g2lstm_iwslt", *TINY_DIMS,
             "--max-update", "6", "--max-tokens", "800", "--optimizer", "adam", "--lr", "0.01", "--cpu",
             "--memory-efficient-fp16", "--save-dir", str(tmp_path), "--no-save", "--seed", "1",
             "--log-format", "simple", "--log-interval", "1"]
-    proc = subprocess.run([sys.executable, "-c", SPY, json.dumps(args)], capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, draws = train_with_noise_spy(args)
     log = proc.stdout + proc.stderr
     assert "num_updates 6" in log
-    seen = json.loads(log.split("SPY ", 1)[1].splitlines()[0])
-    assert seen and all(dtype == "torch.float16" and finite for dtype, finite in seen)  # the model ran in fp16
+    assert draws and all(d["dtype"] == "torch.float16" and d["finite"] for d in draws)  # the model ran in fp16
     losses = [float(line.split("loss=")[1].split(",")[0]) for line in log.splitlines() if "train_inner" in line]
     assert len(losses) == 6 and all(loss == loss and loss < 20 for loss in losses)  # finite, no NaN

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from conftest import REPO
 from test_data_prepare import TINY_VOCAB, iwslt_fixture, write_tgz, write_wmt_orig
@@ -43,7 +42,7 @@ def test_iwslt14_recipe_trains_three_arms_and_writes_the_tables(tmp_path):
     files, _, _ = iwslt_fixture()
     archive = write_tgz(tmp_path / "de-en.tgz", files, "de-en")
     out = tmp_path / "work"
-    log = run_recipe("examples/iwslt14/run.sh", archive, out, "plain sharpened gumbel")
+    run_recipe("examples/iwslt14/run.sh", archive, out, "plain sharpened gumbel")
     labels = ["plain-seed1", "sharpened-seed1", "gumbel-seed1"]
     check_outputs(out, labels)
     # The arms were trained with identical settings but the gate mode (and their save dirs).
