@@ -41,6 +41,7 @@ setup(
             "g2lstm-prepare-parallel = fairseq_g2lstm.data.prepare_parallel:main",
             "g2lstm-prepare-iwslt14 = fairseq_g2lstm.data.prepare_iwslt14:main",
             "g2lstm-prepare-wmt14 = fairseq_g2lstm.data.prepare_wmt14:main",
+            "g2lstm-prepare-lm = fairseq_g2lstm.data.prepare_lm:main",
             "g2lstm-build-gettext-corpus = fairseq_g2lstm.data.gettext_corpus:main",
             "g2lstm-average-checkpoints = fairseq_g2lstm.checkpoints.average:main",
             "g2lstm-gates = fairseq_g2lstm.gate_stats.cli:cli_main",

@@ -1,4 +1,4 @@
-"""Fixes for three breakages of the pinned fairseq build; importing the plugin applies them.
+"""Fixes for four breakages of the pinned fairseq build; importing the plugin applies them.
 
 1. Checkpoints under torch >= 2.6. ``torch.load`` now defaults to ``weights_only=True``
    and fairseq calls it without the flag. A fairseq checkpoint pickles its training
@@ -19,6 +19,14 @@
    that happens to hold ids 0..B-1), and ids < B in another order read another
    sentence's overlap. The wrapper turns the ids back into batch rows.
 
+4. Language-model data split at sentence ends crashing under numpy 2
+   (``AttributeError: module 'numpy' has no attribute 'compat'``): fairseq's
+   ``TokenBlockDataset`` with ``--sample-break-mode eos`` (fairseq-interactive and
+   fairseq-generate with ``--task language_modeling`` use it) and
+   ``LanguagePairDataset`` with ``--num-batch-buckets`` name ``np.compat.long``, which
+   numpy 2.0 removed. It was an alias of ``int64`` (numpy's ``long`` on Linux); the fix
+   puts back that one name.
+
 fairseq imports the ``--user-dir`` module before it builds batches or loads anything.
 """
 import argparse
@@ -31,6 +39,18 @@ def allow_fairseq_checkpoints() -> None:
     add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
     if add_safe_globals is not None:  # torch < 2.4 loads everything anyway
         add_safe_globals([argparse.Namespace])
+
+
+def restore_numpy_compat_long() -> None:
+    """``np.compat.long`` = ``np.int64`` where numpy has no ``compat`` (see 4.)."""
+    import types
+
+    import numpy as np
+
+    try:
+        np.compat.long  # noqa: B018  (numpy 1.x: present)
+    except AttributeError:
+        np.compat = types.SimpleNamespace(long=np.int64)
 
 
 def keep_last_partial_batch() -> None:

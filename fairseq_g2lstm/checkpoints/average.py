@@ -38,10 +38,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from ..cli_args import EXIT_INPUT_ERROR, positive_int
 from .io import CheckpointError, PathLike, check_input, check_output, load_checkpoint, save_checkpoint
 
 PROG = "g2lstm-average-checkpoints"
-EXIT_INPUT_ERROR = 2  # as argparse's usage errors
 
 # fairseq's checkpoint names (fairseq.checkpoint_utils.save_checkpoint): the end of
 # epoch E is checkpointE.pt, update U of epoch E (--save-interval-updates) checkpoint_E_U.pt.
@@ -154,16 +154,6 @@ def average_checkpoints(paths: Sequence[PathLike], require_g2lstm: bool = True) 
     return state
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -175,9 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "--num-update-checkpoints")
     parser.add_argument("--output", required=True, metavar="FILE", help="the averaged checkpoint to write")
     count = parser.add_mutually_exclusive_group()
-    count.add_argument("--num-epoch-checkpoints", type=_positive_int, metavar="N",
+    count.add_argument("--num-epoch-checkpoints", type=positive_int, metavar="N",
                        help="average the N newest epoch checkpoints (checkpointE.pt) of the --inputs folder")
-    count.add_argument("--num-update-checkpoints", type=_positive_int, metavar="N",
+    count.add_argument("--num-update-checkpoints", type=positive_int, metavar="N",
                        help="average the N newest update checkpoints (checkpoint_E_U.pt) of the --inputs folder")
     parser.add_argument("--checkpoint-upper-bound", type=int, metavar="K",
                         help="with --num-*-checkpoints, only checkpoints of epoch (or update) K or earlier; e.g. "

@@ -74,15 +74,16 @@ def checkpoint_arch(state: Mapping) -> Optional[str]:
 
 
 def is_g2lstm_arch(arch: Optional[str]) -> bool:
-    """Whether ``arch`` (an architecture or model name) builds a g2lstm model."""
+    """Whether ``arch`` (an architecture or model name) builds a g2lstm model (translation
+    or language model)."""
     if not arch:
         return False
     from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
 
-    from ..models import G2LSTMModel  # importing it registers the g2lstm archs
+    from ..models import G2LSTMLanguageModel, G2LSTMModel  # importing them registers the g2lstm archs
 
     model_class = ARCH_MODEL_REGISTRY.get(arch) or MODEL_REGISTRY.get(arch)
-    return isinstance(model_class, type) and issubclass(model_class, G2LSTMModel)
+    return isinstance(model_class, type) and issubclass(model_class, (G2LSTMModel, G2LSTMLanguageModel))
 
 
 def check_input(path: PathLike) -> Path:

@@ -3,8 +3,9 @@
 Only the input-gate and forget-gate rows (:func:`fairseq_g2lstm.gates.gate_slice` of
 ``i`` and ``f``) of LSTM weight matrices are compressed (SPEC section 4). Parameter
 names and layouts (``[4H, K]``, block order i, f, g, o) are those of
-:class:`~fairseq_g2lstm.rnn.G2LSTM` (the encoder, ``encoder.lstm.``) and
-:class:`~fairseq_g2lstm.rnn.CellStack` (the decoder, ``decoder.layers.``):
+:class:`~fairseq_g2lstm.rnn.G2LSTM` (the translation encoder, ``encoder.lstm.``, and the
+language model, ``decoder.lstm.``) and :class:`~fairseq_g2lstm.rnn.CellStack` (the
+translation decoder, ``decoder.layers.``):
 
 - ``recurrent`` (hidden-to-gate): every ``weight_hh_l*`` (encoder directions included),
   all columns;
@@ -13,7 +14,8 @@ names and layouts (``[4H, K]``, block order i, f, g, o) are those of
 - ``input`` (input-to-gate): the rest of every ``weight_ih_l*``, with scope ``all`` only.
 
 Scope ``recurrent`` (the authors' translation code) takes ``recurrent`` and ``feed``;
-scope ``all`` (their language-model code) takes all three. Each (gate, kind) piece of a
+scope ``all`` (their language-model code) takes all three. A language model has no
+``feed`` blocks: ``recurrent`` takes its ``weight_hh_l*``, ``all`` also its ``weight_ih_l*``. Each (gate, kind) piece of a
 matrix is one block: an SVD factorises it on its own. Sizes come from the tensors (H is
 a quarter of the rows, E the width of the decoder's embeddings), never from the flags.
 """
@@ -28,6 +30,7 @@ from .methods import CompressionError
 
 ENCODER_LSTM = "encoder.lstm."
 DECODER_CELLS = "decoder.layers."
+LM_LSTM = "decoder.lstm."  # g2lstm_lm
 DECODER_EMBED = "decoder.embed_tokens.weight"
 WEIGHT_NAME = re.compile(r"weight_(?P<kind>ih|hh)_l(?P<layer>\d+)(?P<reverse>_reverse)?")
 G2_GATES = GATE_ORDER[:NUM_NOISY_GATES]  # ("i", "f")
@@ -98,7 +101,7 @@ def find_gate_blocks(state: Mapping[str, Tensor], scope: str = "recurrent", pref
         if not name.startswith(prefix):
             continue
         local = name[len(prefix):]
-        module = next((m for m in (ENCODER_LSTM, DECODER_CELLS) if local.startswith(m)), None)
+        module = next((m for m in (ENCODER_LSTM, DECODER_CELLS, LM_LSTM) if local.startswith(m)), None)
         match = WEIGHT_NAME.fullmatch(local[len(module):]) if module else None
         if match is None:
             continue
@@ -112,7 +115,8 @@ def find_gate_blocks(state: Mapping[str, Tensor], scope: str = "recurrent", pref
                 if kind in KINDS_IN_SCOPE[scope]:
                     blocks.append(GateBlock(name, gate, kind, rows.start, rows.stop, start, end))
     if not blocks:
-        raise CompressionError("no LSTM gate weights (encoder.lstm.weight_*_l*, decoder.layers.weight_*_l*) found")
+        raise CompressionError("no LSTM gate weights (encoder.lstm.weight_*_l*, decoder.layers.weight_*_l*, "
+                               "decoder.lstm.weight_*_l*) found")
     return blocks
 
 

@@ -23,39 +23,12 @@ A bad input prints one ``g2lstm-compress: error: ...`` line and exits 2, writing
 import argparse
 import json
 import sys
-from typing import NoReturn, Optional, Sequence
+from typing import Optional, Sequence
 
+from ..cli_args import EXIT_INPUT_ERROR, OneLineParser, positive_float, positive_int
 from .methods import METHODS, PAPER_CLIP, PAPER_STEP, SCOPES, CompressionConfig, CompressionError
 
 PROG = "g2lstm-compress"
-EXIT_INPUT_ERROR = 2  # as argparse's usage errors
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one ``PROG: error: ...`` line (no usage block)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_INPUT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number; got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("output", metavar="OUT.pt", help="the compressed checkpoint to write")
     add("--method", required=True, choices=METHODS,
         help="round: r*round(w/r); round-clip: clip to [-c,c], then round; svd: keep the top --rank singular values")
-    add("--step", type=_positive_float, metavar="R", help=f"r of round and round-clip (default {PAPER_STEP})")
-    add("--clip", type=_positive_float, metavar="C", help=f"c of round-clip (default {PAPER_CLIP})")
-    add("--rank", type=_positive_int, metavar="K", help="k of svd (the paper: 32 and 16), per gate block")
+    add("--step", type=positive_float, metavar="R", help=f"r of round and round-clip (default {PAPER_STEP})")
+    add("--clip", type=positive_float, metavar="C", help=f"c of round-clip (default {PAPER_CLIP})")
+    add("--rank", type=positive_int, metavar="K", help="k of svd (the paper: 32 and 16), per gate block")
     add("--scope", choices=SCOPES, default="recurrent",
         help="recurrent: hidden-to-gate and input-feeding weights (the paper's translation setting); "
              "all: also the input-to-gate weights (default: recurrent)")

@@ -16,6 +16,12 @@ checkpoint. The JSON holds the same numbers with, per cell, the compression sign
 the compression summary, the generate command and its full BLEU line. Compressed
 checkpoints go to a work folder (a temporary one by default) and are removed unless
 ``--keep``. Progress (one line per model, with an ETA) goes to stderr.
+
+Language models (``g2lstm_lm`` checkpoints) are scored by test perplexity instead, with
+``fairseq-eval-lm`` (``--gen-args`` then takes its flags, e.g. ``--context-window``); the
+cells hold ``ppl`` where translation cells hold ``bleu``. The paper's language-model grid
+is ``--step 0.2 --clip 0.4 --ranks 128 64 --scope all``. One sweep takes checkpoints of
+one kind.
 """
 import argparse
 import json
@@ -31,16 +37,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..cli_args import EXIT_INPUT_ERROR, OneLineParser
 from .methods import PAPER_CLIP, PAPER_RANKS, PAPER_STEP, SCOPES, CompressionConfig, CompressionError
 
 PROG = "compression_sweep"
-EXIT_INPUT_ERROR = 2
 EXIT_RUN_ERROR = 1
 USER_DIR = str(Path(__file__).resolve().parents[1])  # the fairseq_g2lstm package, for --user-dir
 # Flags the sweep sets itself; passing them through --gen-args would make the table lie.
 RESERVED_GEN_ARGS = ("--path", "--beam", "--scoring", "--gen-subset", "--results-path", "--user-dir")
+PPL_LINE = re.compile(r"(?P<score>Loss \(base 2\): [\d.]+, Perplexity: (?P<ppl>[\d.]+|inf|nan))")
+METRIC_NAMES = {"bleu": "BLEU", "ppl": "ppl"}
 BLEU_LINE = re.compile(r"^Generate (?P<subset>\S+) with beam=(?P<beam>\d+): (?P<score>BLEU\d* = (?P<bleu>[\d.]+).*)$",
                        re.MULTILINE)
 
@@ -79,11 +87,12 @@ class Model:
     label: str
     path: Path
     sha256: str
+    metric: str = "bleu"  # bleu (fairseq-generate) or ppl (fairseq-eval-lm)
 
 
 @dataclass
 class GenerateResult:
-    bleu: float
+    score: float  # BLEU, or perplexity for a language model
     score_line: str  # e.g. "BLEU = 31.95 63.2/38.5/25.4/17.1 (BP = ...)"
     seconds: float
 
@@ -97,13 +106,22 @@ def parse_bleu(stdout: str) -> Tuple[float, str]:
     return float(matches[-1]["bleu"]), matches[-1]["score"].strip()
 
 
-def generate_executable() -> List[str]:
-    """fairseq-generate of this Python environment (else the one on PATH, else ``-m``)."""
-    beside = Path(sys.executable).parent / "fairseq-generate"
+def parse_perplexity(output: str) -> Tuple[float, str]:
+    """(perplexity, the score part) from fairseq-eval-lm's final
+    ``Loss (base 2): L, Perplexity: P`` line."""
+    matches = list(PPL_LINE.finditer(output))
+    if not matches:
+        raise SweepError("fairseq-eval-lm printed no 'Loss (base 2): ..., Perplexity: ...' line")
+    return float(matches[-1]["ppl"]), matches[-1]["score"]
+
+
+def generate_executable(tool: str = "generate") -> List[str]:
+    """fairseq-``tool`` of this Python environment (else the one on PATH, else ``-m``)."""
+    beside = Path(sys.executable).parent / f"fairseq-{tool}"
     if beside.is_file():
         return [str(beside)]
-    found = shutil.which("fairseq-generate")
-    return [found] if found else [sys.executable, "-m", "fairseq_cli.generate"]
+    found = shutil.which(f"fairseq-{tool}")
+    return [found] if found else [sys.executable, "-m", f"fairseq_cli.{tool.replace('-', '_')}"]
 
 
 def generate_command(data: str, checkpoint: str, beam: int = 5, subset: str = "test",
@@ -113,19 +131,47 @@ def generate_command(data: str, checkpoint: str, beam: int = 5, subset: str = "t
             "--gen-subset", subset, "--beam", str(beam), "--scoring", "sacrebleu", *gen_args]
 
 
-def run_generate(command: Sequence[str], env: Optional[Dict[str, str]] = None) -> GenerateResult:
-    """Run a fairseq-generate command and parse its BLEU; :class:`SweepError` on failure."""
+def eval_lm_command(data: str, checkpoint: str, subset: str = "test", gen_args: Sequence[str] = ()) -> List[str]:
+    """The fairseq-eval-lm command that scores a language model's perplexity."""
+    return [*generate_executable("eval-lm"), str(data), "--user-dir", USER_DIR, "--path", str(checkpoint),
+            "--gen-subset", subset, *gen_args]
+
+
+def checkpoint_metric(state) -> str:
+    """``ppl`` for a language model's checkpoint, ``bleu`` for a translation model's."""
+    from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY, FairseqLanguageModel
+
+    from ..checkpoints.io import checkpoint_arch
+
+    arch = checkpoint_arch(state)
+    model_class = ARCH_MODEL_REGISTRY.get(arch) or MODEL_REGISTRY.get(arch)
+    return "ppl" if isinstance(model_class, type) and issubclass(model_class, FairseqLanguageModel) else "bleu"
+
+
+def run_scorer(command: Sequence[str], tool: str, parse: Callable[[str], Tuple[float, str]],
+               env: Optional[Dict[str, str]] = None) -> GenerateResult:
+    """Run ``tool``'s ``command`` and ``parse`` its output; :class:`SweepError` on failure."""
     start = time.perf_counter()
     proc = subprocess.run(list(command), capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-        raise SweepError(f"fairseq-generate failed (exit {proc.returncode}): {shlex.join(command)}\n{tail}")
+        raise SweepError(f"{tool} failed (exit {proc.returncode}): {shlex.join(command)}\n{tail}")
     try:
-        bleu, line = parse_bleu(proc.stdout)
+        score, line = parse(proc.stdout + "\n" + proc.stderr)  # fairseq-eval-lm logs its score
     except SweepError as error:
         raise SweepError(f"{error}: {shlex.join(command)}") from None
-    return GenerateResult(bleu, line, seconds)
+    return GenerateResult(score, line, seconds)
+
+
+def run_generate(command: Sequence[str], env: Optional[Dict[str, str]] = None) -> GenerateResult:
+    """Run a fairseq-generate command and parse its BLEU."""
+    return run_scorer(command, "fairseq-generate", parse_bleu, env)
+
+
+def run_eval_lm(command: Sequence[str], env: Optional[Dict[str, str]] = None) -> GenerateResult:
+    """Run a fairseq-eval-lm command and parse its perplexity."""
+    return run_scorer(command, "fairseq-eval-lm", parse_perplexity, env)
 
 
 def check_gen_args(gen_args: Sequence[str]) -> None:
@@ -138,7 +184,8 @@ def check_gen_args(gen_args: Sequence[str]) -> None:
 
 def prepare_models(checkpoints: Sequence[str], labels: Optional[Sequence[str]], rows: Sequence[Row]) -> List[Model]:
     """Check every checkpoint (a g2lstm model whose gate blocks admit every SVD rank of
-    ``rows``) before anything runs; return them with their labels and sha256."""
+    ``rows``; all translation models or all language models) before anything runs;
+    return them with their labels, sha256 and metric."""
     from ..checkpoints.io import CheckpointError, load_checkpoint
     from .apply import file_sha256
     from .blocks import check_rank, find_gate_blocks
@@ -156,6 +203,11 @@ def prepare_models(checkpoints: Sequence[str], labels: Optional[Sequence[str]], 
     for label, path in zip(labels, checkpoints):
         try:
             state = load_checkpoint(path)
+            metric = checkpoint_metric(state)
+            if models and metric != models[0].metric:
+                kinds = {"bleu": "a translation model", "ppl": "a language model"}
+                raise SweepError(f"{label} is {kinds[metric]} but {models[0].label} is {kinds[models[0].metric]}; "
+                                 f"sweep one kind at a time")
             for row in rows:
                 if row.config is not None:
                     blocks = find_gate_blocks(expanded(state["model"]), row.config.scope)
@@ -164,7 +216,7 @@ def prepare_models(checkpoints: Sequence[str], labels: Optional[Sequence[str]], 
         except (CheckpointError, CompressionError) as error:
             raise SweepError(f"{label}: {error}") from None
         del state
-        models.append(Model(label, Path(path), file_sha256(path)))
+        models.append(Model(label, Path(path), file_sha256(path), metric))
     return models
 
 
@@ -193,11 +245,12 @@ def run_sweep(
     pack: bool = False,
     jobs: int = 1,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
-    generate: Callable[..., GenerateResult] = run_generate,
+    generate: Optional[Callable[..., GenerateResult]] = None,
 ) -> Dict[str, Any]:
     """Score every (checkpoint, row) pair; return the results as a JSON-ready dict.
 
-    ``generate(command, env)`` runs one fairseq-generate command (a test can replace it).
+    ``generate(command, env)`` runs one fairseq-generate (fairseq-eval-lm for language
+    models) command; None: :func:`run_generate` (:func:`run_eval_lm`). A test can replace it.
     Compressed checkpoints are written to ``work_dir`` (a new temporary folder when
     None) and deleted after scoring unless ``keep``. ``jobs`` runs that many
     fairseq-generate processes at once (each then gets ``OMP_NUM_THREADS`` = cores /
@@ -212,6 +265,11 @@ def run_sweep(
         raise SweepError(f"--jobs must be at least 1; got {jobs}")
     check_gen_args(gen_args)
     models = prepare_models(checkpoints, labels, rows)
+    metric = models[0].metric
+    name = METRIC_NAMES[metric]
+    tool = "fairseq-eval-lm" if metric == "ppl" else "fairseq-generate"
+    if generate is None:
+        generate = run_eval_lm if metric == "ppl" else run_generate
     own_dir = work_dir is None
     folder = Path(tempfile.mkdtemp(prefix="g2lstm-sweep-") if own_dir else work_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -240,21 +298,24 @@ def run_sweep(
             summary = compress_checkpoint(model.path, target, row.config, pack=pack, force=True)
             cell.update(signature=summary.signature, compressed_checkpoint=str(target),
                         compression=summary.to_dict())
-        command = generate_command(data, str(target), beam, subset, gen_args)
+        if metric == "ppl":
+            command = eval_lm_command(data, str(target), subset, gen_args)
+        else:
+            command = generate_command(data, str(target), beam, subset, gen_args)
         result = generate(command, env)
         if row.config is not None and not keep:
             target.unlink(missing_ok=True)
-        cell.update(bleu=result.bleu, score_line=result.score_line, seconds=round(result.seconds, 2),
+        cell.update({metric: result.score}, score_line=result.score_line, seconds=round(result.seconds, 2),
                     command=shlex.join(command))
         with lock:
             cells[(model.label, row.name)] = cell
             done[0] += 1
             elapsed = time.perf_counter() - start
             eta = elapsed / done[0] * (len(tasks) - done[0])
-            log(f"[{done[0]:>{len(str(len(tasks)))}}/{len(tasks)}] {model.label} | {row.name}: BLEU {result.bleu:.2f} "
+            log(f"[{done[0]:>{len(str(len(tasks)))}}/{len(tasks)}] {model.label} | {row.name}: {name} {result.score:.2f} "
                 f"({format_seconds(result.seconds)}); ETA {format_seconds(eta)}")
 
-    log(f"{PROG}: {len(models)} checkpoint(s) x {len(rows)} settings = {len(tasks)} fairseq-generate runs"
+    log(f"{PROG}: {len(models)} checkpoint(s) x {len(rows)} settings = {len(tasks)} {tool} runs"
         f"{f', {jobs} at a time' if jobs > 1 else ''}; compressed checkpoints in {folder}")
     for model in models:
         if first_of[model.sha256] is not model:
@@ -280,16 +341,17 @@ def run_sweep(
             for row in rows:
                 cells[(model.label, row.name)] = {**cells[(first.label, row.name)], "label": model.label,
                                                   "checkpoint": str(model.path), "same_as": first.label}
-        original = cells[(model.label, rows[0].name)]["bleu"] if rows[0].config is None else None
+        original = cells[(model.label, rows[0].name)][metric] if rows[0].config is None else None
         for row in rows:
             cell = cells[(model.label, row.name)]
-            cell["delta"] = None if original is None or row.config is None else round(cell["bleu"] - original, 2)
+            cell["delta"] = None if original is None or row.config is None else round(cell[metric] - original, 2)
     return {
         "data": str(data),
         "subset": subset,
-        "beam": beam,
+        "metric": metric,
+        "beam": beam if metric == "bleu" else None,
         "gen_args": list(gen_args),
-        "scoring": "sacrebleu",
+        "scoring": "sacrebleu" if metric == "bleu" else "fairseq-eval-lm perplexity",
         "work_dir": str(folder) if keep else None,
         "checkpoints": [{"label": m.label, "path": str(m.path), "sha256": m.sha256} for m in models],
         "rows": [{"name": r.name, **(r.config.to_dict() if r.config else {"method": None})} for r in rows],
@@ -299,35 +361,36 @@ def run_sweep(
 
 
 def markdown_table(result: Dict[str, Any]) -> str:
-    """Rows: the settings; per checkpoint a column group: BLEU and its change from the original."""
+    """Rows: the settings; per checkpoint a column group: BLEU (or perplexity) and its change
+    from the original."""
     labels = [c["label"] for c in result["checkpoints"]]
     cells = {(c["label"], c["row"]): c for c in result["cells"]}
-    head = ["setting"] + [h for label in labels for h in (f"{label} BLEU", "Δ")]
+    metric = result.get("metric", "bleu")
+    head = ["setting"] + [h for label in labels for h in (f"{label} {METRIC_NAMES[metric]}", "Δ")]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (2 * len(labels))]
     for row in result["rows"]:
         out = [row["name"]]
         for label in labels:
             cell = cells[(label, row["name"])]
-            out += [f"{cell['bleu']:.2f}", "" if cell.get("delta") is None else f"{cell['delta']:+.2f}"]
+            out += [f"{cell[metric]:.2f}", "" if cell.get("delta") is None else f"{cell['delta']:+.2f}"]
         lines.append("| " + " | ".join(out) + " |")
     scope = next((r["scope"] for r in result["rows"] if r.get("method")), None)
     lines.append("")
-    lines.append(f"sacreBLEU, fairseq-generate --beam {result['beam']} on {result['data']} ({result['subset']})"
+    tool = (f"sacreBLEU, fairseq-generate --beam {result['beam']}" if metric == "bleu"
+            else "perplexity (lower is better), fairseq-eval-lm")
+    lines.append(f"{tool} on {result['data']} ({result['subset']})"
                  + (f" {' '.join(result['gen_args'])}" if result["gen_args"] else "")
                  + (f"; input/forget-gate blocks, scope {scope}" if scope else "") + ".")
     return "\n".join(lines)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_INPUT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
         description="BLEU of g2lstm checkpoints before and after compressing their input/forget-gate weights "
-                    "(the G2-LSTM paper's Table 4), through fairseq-generate and sacreBLEU.")
+                    "(the G2-LSTM paper's Table 4), through fairseq-generate and sacreBLEU; for g2lstm_lm "
+                    "checkpoints test perplexity through fairseq-eval-lm (the paper's LM grid: --step 0.2 "
+                    "--clip 0.4 --ranks 128 64 --scope all).")
     add = parser.add_argument
     add("data", metavar="DATA_BIN", help="the fairseq data-bin to score on (as for fairseq-generate)")
     add("checkpoints", nargs="+", metavar="CHECKPOINT", help="g2lstm checkpoints, one column group each")
@@ -341,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--beam", type=int, default=5, help="beam size (default 5)")
     add("--gen-subset", default="test", metavar="SPLIT", help="the split to score (default test)")
     add("--gen-args", default="", metavar="'ARGS'",
-        help="more fairseq-generate flags, one quoted string, "
+        help="more fairseq-generate (fairseq-eval-lm) flags, one quoted string, "
              "e.g. '--remove-bpe sentencepiece --max-tokens 8000 --cpu'")
     add("--json", default="compression_sweep.json", metavar="FILE", help="the results (default compression_sweep.json)")
     add("--markdown", metavar="FILE", help="also write the table to FILE")
@@ -382,7 +445,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: error: {first}", file=sys.stderr)
         if rest:
             print(rest, file=sys.stderr)
-        return EXIT_RUN_ERROR if first.startswith("fairseq-generate") else EXIT_INPUT_ERROR
+        return EXIT_RUN_ERROR if first.startswith(("fairseq-generate", "fairseq-eval-lm")) else EXIT_INPUT_ERROR
     command = shlex.join(["python", "scripts/compression_sweep.py", *argv])
     table = markdown_table(result)
     print(table)

@@ -16,6 +16,10 @@
 Layer names are those of :class:`~.summary.GateTallies`: ``encoder.<l>`` (and
 ``encoder.<l>.reverse`` for the reverse direction of a bidirectional layer) and
 ``decoder.<l>``.
+
+Language models (``g2lstm_lm``, ``--task language_modeling``) work the same way: their
+layers are ``decoder.<l>``, a split's items are the task's token blocks, and the
+per-token view reads the given text itself (no source, no translation).
 """
 import hashlib
 import logging
@@ -81,15 +85,26 @@ class LoadedModel:
     @property
     def gate(self):
         """The model's gate flags (mode, temperature, eval mode) as it was built."""
-        return self.model.encoder.lstm.gate
+        lstm = self.model.decoder.lstm if is_language_model(self.model) else self.model.encoder.lstm
+        return lstm.gate
 
     def layer_names(self) -> List[str]:
         """Every LSTM layer the teacher-forced pass records, encoder first."""
         return layer_names(self.model)
 
 
+def is_language_model(model) -> bool:
+    """Whether ``model`` is a g2lstm language model (no encoder)."""
+    from ..models import G2LSTMLanguageModel
+
+    return isinstance(model, G2LSTMLanguageModel)
+
+
 def layer_names(model) -> List[str]:
-    """``encoder.<l>`` (plus ``encoder.<l>.reverse`` where bidirectional), then ``decoder.<l>``."""
+    """``encoder.<l>`` (plus ``encoder.<l>.reverse`` where bidirectional), then ``decoder.<l>``;
+    a language model's ``decoder.<l>``."""
+    if is_language_model(model):
+        return [f"decoder.{layer}" for layer in range(model.decoder.lstm.num_layers)]
     names = []
     for layer, directions in enumerate(model.encoder.lstm.num_directions):
         names.append(f"encoder.{layer}")
@@ -119,7 +134,7 @@ def load_g2lstm(
     from fairseq import checkpoint_utils
     from fairseq.hub_utils import GeneratorHubInterface
 
-    from ..models import G2LSTMModel
+    from ..models import G2LSTMLanguageModel, G2LSTMModel
 
     path, data = Path(path), Path(data)
     check_checkpoint_path(path)
@@ -134,7 +149,7 @@ def load_g2lstm(
         reason = _one_line(error)
         raise GateStatsError(f"{path}: fairseq could not load it with the data-bin {data} ({reason})") from None
     model = models[0]
-    if not isinstance(model, G2LSTMModel):
+    if not isinstance(model, (G2LSTMModel, G2LSTMLanguageModel)):
         arch = getattr(cfg.model, "arch", None) or getattr(cfg.model, "_name", None) or type(model).__name__
         raise CheckpointError(f"{path}: a '{arch}' model, not a g2lstm model")
     device = device or pick_device()
@@ -148,6 +163,12 @@ def load_g2lstm(
     return LoadedModel(path, label or default_labels([path])[0], model, task, cfg, hub, file_sha256(path), device)
 
 
+def task_data(task) -> str:
+    """The data-bin of a fairseq task: ``cfg.data``, or ``args.data`` for legacy tasks
+    such as language_modeling (whose ``cfg`` is None)."""
+    return (task.cfg if task.cfg is not None else task.args).data
+
+
 def check_checkpoint_path(path: Path) -> None:
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
@@ -158,8 +179,8 @@ def check_checkpoint_path(path: Path) -> None:
 def check_data_bin(data: Path) -> None:
     if not data.is_dir():
         raise GateStatsError(f"{data}: no such data-bin folder")
-    if not any(data.glob("dict.*.txt")):
-        raise GateStatsError(f"{data}: not a fairseq data-bin (no dict.*.txt)")
+    if not any(data.glob("dict.*.txt")) and not (data / "dict.txt").is_file():  # dict.txt: language models
+        raise GateStatsError(f"{data}: not a fairseq data-bin (no dict.*.txt or dict.txt)")
 
 
 def default_labels(paths: Sequence) -> List[str]:
@@ -227,7 +248,7 @@ def collect_tallies(
         task.load_dataset(split, combine=False, epoch=1)
         dataset = task.dataset(split)
     except Exception as error:  # FileNotFoundError, or fairseq's own for a missing split
-        raise GateStatsError(f"{task.cfg.data}: cannot load the '{split}' split ({_one_line(error)})") from None
+        raise GateStatsError(f"{task_data(task)}: cannot load the '{split}' split ({_one_line(error)})") from None
     chosen = select_indices(len(dataset), max_sentences, seed)
     indices = dataset.ordered_indices()  # fairseq's order: similar lengths together
     if chosen is not None:
@@ -259,7 +280,8 @@ def collect_tallies(
             if loaded.device.type == "cuda":
                 sample = utils.move_to_cuda(sample)
             model(**sample["net_input"], gate_stats=fan_out)
-            source_tokens += int(sample["net_input"]["src_lengths"].sum())
+            if not is_language_model(model):  # a language model's src_tokens are its targets, shifted
+                source_tokens += int(sample["net_input"]["src_lengths"].sum())
             target_tokens += int(sample["ntokens"])
     run = SplitRun(split, len(dataset), len(indices), len(ignored), seed, target_tokens, source_tokens)
     return tallies, run
@@ -305,7 +327,7 @@ def stats_record(loaded: LoadedModel, tallies: GateTallies, run: SplitRun,
         "kind": "gate-statistics",
         "label": loaded.label,
         "checkpoint": checkpoint_info(loaded),
-        "data": str(Path(loaded.task.cfg.data).resolve()),
+        "data": str(Path(task_data(loaded.task)).resolve()),
         "split": run.split,
         "sentences": run.sentences,
         "sentences_in_split": run.sentences_in_split,
@@ -366,13 +388,21 @@ def token_gates(loaded: LoadedModel, source: str, target: Optional[str] = None, 
     dictionary) like fairseq-interactive; without ``target`` the checkpoint's own
     beam-``beam`` translation is used. Step t reads target token t-1 (the start symbol
     at t = 0) and predicts token t; the record has both.
+
+    For a language model ``source`` is the text it reads (``target`` must be None).
     """
     hub, tgt_dict = loaded.hub, loaded.task.target_dictionary
-    src_ids = hub.encode(source)  # [S], ends in eos
-    if target is not None:
+    if is_language_model(loaded.model):
+        if target is not None:
+            raise GateStatsError("a language model reads the --heatmap text itself; give no --heatmap-target")
+        src_ids = torch.zeros(0, dtype=torch.long)
+        tgt_ids, given = encode_target(loaded, source), "the text itself (language model)"
+    elif target is not None:
+        src_ids = hub.encode(source)  # [S], ends in eos
         tgt_ids = encode_target(loaded, target)
         given = "given"
     else:
+        src_ids = hub.encode(source)  # [S], ends in eos
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*pin_memory.*")  # as in collect_tallies
             hypos = hub.generate(src_ids, beam=beam)
@@ -403,8 +433,11 @@ def teacher_forced_gates(loaded: LoadedModel, src_ids: Tensor, tgt_ids: Tensor, 
     capture = LayerCapture(layer)
     device = loaded.device
     with torch.no_grad():
-        loaded.model(src_ids.unsqueeze(0).to(device), torch.tensor([len(src_ids)], device=device),
-                     prev.unsqueeze(0).to(device), gate_stats=capture)
+        if is_language_model(loaded.model):
+            loaded.model(prev.unsqueeze(0).to(device), gate_stats=capture)
+        else:
+            loaded.model(src_ids.unsqueeze(0).to(device), torch.tensor([len(src_ids)], device=device),
+                         prev.unsqueeze(0).to(device), gate_stats=capture)
     if capture.gates is None:
         raise GateStatsError(f"layer {layer} recorded no gates")
     return capture.gates[:, 0]

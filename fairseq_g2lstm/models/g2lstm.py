@@ -14,13 +14,11 @@ Encoder output (``encoder_out``), a dict of lists as in fairseq's transformer:
 * ``final_hiddens`` / ``final_cells``: one [B,C_l] tensor per encoder layer, the last
   state of each layer (both directions concatenated for a bidirectional layer).
 """
-import argparse
 from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 from fairseq import utils
-from fairseq.logging import metrics
 from fairseq.models import (
     FairseqEncoder,
     FairseqEncoderDecoderModel,
@@ -33,30 +31,15 @@ from torch import Tensor, nn
 
 from ..compress.packing import expand_packed
 from ..gate_stats import GateTallies
-from ..gates import GATE_EVAL_MODES, GATE_MODES, GateConfig, check_noise_prob, check_temperature
+from ..gates import GateConfig
 from ..rnn import CellStack, G2LSTM
 from .attention import ATTENTION_TYPES, build_attention
+from .gate_flags import add_gate_args, gate_arch_defaults, gate_config_from_args, log_gate_metrics
 
 DEFAULT_MAX_POSITIONS = int(1e5)
 # fairseq's lstm initialises every weight uniformly in +-0.1; so do we, for comparable runs.
 INIT_RANGE = 0.1
 BIDIRECTIONAL_CHOICES = ("first", "all", "none")
-GATE_KERNELS = ("auto", "cuda", "torch")
-# Log-line position of the gate metrics: after fairseq's loss and ppl (priority 10),
-# before its throughput figures (wps and later, 100 and up).
-GATE_METRICS_PRIORITY = 50
-
-
-def _flag_type(check, name):
-    """An argparse type that reports a value out of range as one usage error."""
-
-    def parse(text):
-        try:
-            return check(float(text))
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err) if "--" in str(err) else f"{name}: not a number: {text!r}")
-
-    return parse
 
 
 @register_model("g2lstm")
@@ -91,19 +74,8 @@ class G2LSTMModel(FairseqEncoderDecoderModel):
             help="share decoder input and output embeddings")
         add("--share-all-embeddings", action="store_true",
             help="share encoder, decoder and output embeddings (requires a joined dictionary)")
-        add("--gate-mode", choices=GATE_MODES,
-            help="gumbel: G2 gates; plain: a standard LSTM; sharpened: sigmoid(a/tau) baseline")
-        add("--gate-temperature", type=_flag_type(check_temperature, "--gate-temperature"), metavar="TAU",
-            help="tau for the input/forget gates (default 0.9 gumbel, 0.2 sharpened)")
-        add("--gate-noise-prob", type=_flag_type(check_noise_prob, "--gate-noise-prob"), metavar="P",
-            help="probability that an input/forget gate element gets logistic noise (default 0.2)")
-        add("--gate-eval", choices=GATE_EVAL_MODES,
-            help="inference gates: soft sigmoid(a), or hard 1[a >= 0] for input/forget")
-        add("--gate-kernel", choices=GATE_KERNELS,
-            help="auto: the CUDA kernel on GPU where validated, else the torch loop")
-        add("--no-gate-metrics", action="store_true",
-            help="do not log the input/forget gate saturation (gate_i_lo, ...) in training and validation")
         # fmt: on
+        add_gate_args(parser)
 
     @classmethod
     def build_model(cls, args, task):
@@ -175,28 +147,6 @@ class G2LSTMModel(FairseqEncoderDecoderModel):
         if log:
             log_gate_metrics(gate_stats)
         return out
-
-
-def log_gate_metrics(tallies: GateTallies) -> None:
-    """The share of input (i) and forget (f) gate values below 0.1 and above 0.9, and their
-    mean, over every LSTM layer of the batch: ``gate_i_lo``, ``gate_i_hi``, ``gate_i_mean``
-    and the same for ``f``. They appear in the train and valid log lines and in TensorBoard.
-
-    Weighted by the number of gate values, so an epoch's figure is over all its values.
-    Each rank logs its own batches (fairseq reduces only the criterion's outputs across
-    ranks); the gates' shares are the same quantity on every rank.
-    """
-    for gate, tally in tallies.per_gate().items():
-        if not tally.count:
-            continue
-        for suffix, value in (("lo", tally.below), ("hi", tally.above), ("mean", tally.total)):
-            metrics.log_scalar(f"gate_{gate[0]}_{suffix}", value / tally.count, tally.count,
-                               priority=GATE_METRICS_PRIORITY, round=3)
-
-
-def gate_config_from_args(args) -> GateConfig:
-    return GateConfig(mode=args.gate_mode, temperature=args.gate_temperature,
-                      noise_prob=args.gate_noise_prob, eval_mode=args.gate_eval)
 
 
 def move_padding(x: Tensor, lengths: Tensor, to_left: bool) -> Tensor:
@@ -442,12 +392,7 @@ def base_architecture(args):
     args.attention_type = getattr(args, "attention_type", "bahdanau")
     args.share_decoder_input_output_embed = getattr(args, "share_decoder_input_output_embed", False)
     args.share_all_embeddings = getattr(args, "share_all_embeddings", False)
-    args.gate_mode = getattr(args, "gate_mode", "gumbel")
-    args.gate_temperature = getattr(args, "gate_temperature", None)
-    args.gate_noise_prob = getattr(args, "gate_noise_prob", 0.2)
-    args.gate_eval = getattr(args, "gate_eval", "soft")
-    args.gate_kernel = getattr(args, "gate_kernel", "auto")
-    args.no_gate_metrics = getattr(args, "no_gate_metrics", False)
+    gate_arch_defaults(args)
 
 
 @register_model_architecture("g2lstm", "g2lstm_iwslt")

@@ -1,10 +1,10 @@
 """Cells and layers: the LSTM recurrences built on :mod:`fairseq_g2lstm.gates`."""
 from .cell import CellFunction, cell_step, fused_cell_step
-from .layer import G2LSTM, reverse_padded
+from .layer import G2LSTM, check_weight_drop, reverse_padded
 from .sequence import SequenceFunction, sequence_fused, sequence_reference
 from .stack import CellStack
 
 __all__ = [
-    "CellFunction", "CellStack", "G2LSTM", "SequenceFunction", "cell_step", "fused_cell_step",
-    "reverse_padded", "sequence_fused", "sequence_reference",
+    "CellFunction", "CellStack", "G2LSTM", "SequenceFunction", "cell_step", "check_weight_drop",
+    "fused_cell_step", "reverse_padded", "sequence_fused", "sequence_reference",
 ]

@@ -10,6 +10,7 @@ between the two; in plain mode it computes what ``nn.LSTM`` computes. Two additi
   a bidirectional first layer under unidirectional ones.
 
 Dropout applies between layers only (non-recurrent connections), as in ``nn.LSTM``.
+``weight_drop`` adds AWD-LSTM's DropConnect on the recurrent weights (off by default).
 """
 import math
 from typing import Callable, List, Optional, Sequence, Tuple, Union
@@ -26,6 +27,13 @@ KERNELS = ("auto", "cuda", "torch", "reference")
 
 GateRecorder = Callable[[int, int, Tensor, Tensor], None]
 """``(layer, direction, gates [T,B,4H], lengths [B]) -> None``: see :meth:`G2LSTM.forward`."""
+
+
+def check_weight_drop(value: float) -> float:
+    """The DropConnect probability of :class:`G2LSTM` (``--weight-drop``): in [0, 1)."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"--weight-drop must be in [0, 1); got {value}")
+    return value
 
 
 def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
@@ -52,6 +60,10 @@ class G2LSTM(nn.Module):
         bidirectional: ``True``/``False`` for every layer, or one bool per layer.
         dropout: dropout on each layer's output except the last.
         gate: the gate flags (mode, temperature, noise probability, eval).
+        weight_drop: DropConnect on the recurrent weights (AWD-LSTM, Merity et al. 2018):
+            in training, each forward zeroes every element of each ``weight_hh`` with
+            this probability and scales the rest by ``1/(1-p)``; one mask per weight
+            and forward, shared by all time steps; eval uses the plain weights. 0: off.
         kernel: ``auto`` (the CUDA kernel on CUDA tensors, else the fused torch loop),
             ``cuda``, ``torch`` or ``reference`` (the plain autograd loop, for tests).
     """
@@ -65,8 +77,10 @@ class G2LSTM(nn.Module):
         dropout: float = 0.0,
         gate: GateConfig = GateConfig(),
         kernel: str = "auto",
+        weight_drop: float = 0.0,
     ):
         super().__init__()
+        check_weight_drop(weight_drop)
         if isinstance(bidirectional, bool):
             bidirectional = [bidirectional] * num_layers
         if len(bidirectional) != num_layers:
@@ -78,6 +92,7 @@ class G2LSTM(nn.Module):
         self.num_layers = num_layers
         self.bidirectional = list(bidirectional)
         self.dropout = dropout
+        self.weight_drop = weight_drop
         self.gate = gate
         self.kernel = kernel
         self._param_names: List[Tuple[str, str, str, str]] = []
@@ -109,7 +124,8 @@ class G2LSTM(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
-                f"bidirectional={self.bidirectional}, dropout={self.dropout}, gate={self.gate}")
+                f"bidirectional={self.bidirectional}, dropout={self.dropout}, gate={self.gate}"
+                + (f", weight_drop={self.weight_drop}" if self.weight_drop else ""))
 
     # --- interop with torch.nn.LSTM -------------------------------------------------
     @classmethod
@@ -195,6 +211,7 @@ class G2LSTM(nn.Module):
             outs = []
             for direction in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = (getattr(self, n) for n in self._param_names[k])
+                w_hh = self._drop_connect(w_hh)
                 inp = x if direction == 0 else reverse_padded(x, lengths)
                 x_proj = F.linear(inp, w_ih, b_ih + b_hh)  # [T,B,4H], one product for all steps
                 eps = None if draws_own else self._noise(noise, k, spec, steps, batch, x)
@@ -208,6 +225,13 @@ class G2LSTM(nn.Module):
             if self.dropout > 0 and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, self.training)
         return x, torch.stack(h_n), torch.stack(c_n), gates
+
+    def _drop_connect(self, w_hh: Tensor) -> Tensor:
+        """w_hh [4H,H] with DropConnect in training (one fresh mask per call), else itself.
+        Autograd carries the gradient through the mask to the parameter."""
+        if not (self.training and self.weight_drop > 0):
+            return w_hh
+        return F.dropout(w_hh, self.weight_drop, training=True)
 
     def _noise(self, noise, k: int, spec: GateSpec, steps: int, batch: int, like: Tensor) -> Optional[Tensor]:
         if noise is not None:

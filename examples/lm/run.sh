@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The paper's PTB language model (SPEC section 6; README.md next to this file): G2-LSTM and
+# the plain-LSTM baseline, from the raw PTB text files to test perplexity and the
+# compression table (SPEC section 4, the language-model settings).
+#
+#   bash examples/lm/run.sh PTB_DIR        # PTB_DIR holds ptb.train.txt, ptb.valid.txt, ptb.test.txt
+#
+# Nothing is downloaded. Every stage is skipped when its output exists, so a stopped run
+# resumes (fairseq-train itself resumes from checkpoint_last.pt). The knobs below are
+# environment variables; their defaults are the paper's setting. A test runs this script
+# on a tiny PTB-format corpus with tiny sizes and a few updates.
+set -euo pipefail
+
+PTB_DIR=${1:?usage: bash examples/lm/run.sh PTB_DIR  (a folder with ptb.train.txt, ptb.valid.txt, ptb.test.txt)}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PLUGIN=$(cd "$HERE/../../fairseq_g2lstm" && pwd)
+SWEEP_SCRIPT=$(cd "$HERE/../../scripts" && pwd)/compression_sweep.py
+
+PYTHON=${PYTHON:-python}                 # the Python with fairseq and this plugin installed
+WORK=${WORK:-work/ptb}                   # data-bin, checkpoints, logs, results
+ARMS=${ARMS:-"gumbel plain"}             # --gate-mode of each model (add "sharpened" for the third baseline)
+SEED=${SEED:-141}                        # AWD-LSTM's PTB seed
+ARCH=${ARCH:-g2lstm_lm_ptb}              # 3 layers of 1150, embedding 400, tied, tau 0.9
+MODEL_ARGS=${MODEL_ARGS:-}               # more model flags, e.g. other sizes
+# AWD-LSTM's optimiser settings; NT-ASGD is replaced by learning-rate cuts on plateaus (ours)
+TRAIN_ARGS=${TRAIN_ARGS:-"--optimizer sgd --lr 30 --clip-norm 0.25 --weight-decay 1.2e-6
+    --lr-scheduler reduce_lr_on_plateau --lr-shrink 0.25 --lr-patience 5
+    --batch-size 20 --required-batch-size-multiple 1 --tokens-per-sample 70 --sample-break-mode none"}
+MAX_EPOCH=${MAX_EPOCH:-500}
+MAX_UPDATE=${MAX_UPDATE:-0}              # 0: no limit
+DEVICE_ARGS=${DEVICE_ARGS:-}             # "--cpu" on a machine without a GPU
+# test perplexity: blocks of 70 tokens, each read after up to 280 tokens of context
+EVAL_ARGS=${EVAL_ARGS:-"--tokens-per-sample 350 --context-window 280 --max-tokens 8000"}
+# the paper's language-model compression: round r 0.2, round & clip c 0.4, SVD k 128 and 64,
+# input and recurrent weights
+SWEEP_ARGS=${SWEEP_ARGS:-"--step 0.2 --clip 0.4 --ranks 128 64 --scope all"}
+
+for split in train valid test; do
+    [[ -f "$PTB_DIR/ptb.$split.txt" ]] || { echo "error: $PTB_DIR/ptb.$split.txt: no such file" >&2; exit 2; }
+done
+mkdir -p "$WORK/logs"
+DATA=$WORK/data-bin
+say() { echo "| $(date +%H:%M:%S) $*"; }
+
+# 1. the text to a data-bin (word level, PTB's own 10k vocabulary and <unk>)
+if [[ ! -f $DATA/manifest.json ]]; then
+    say "prepare $PTB_DIR -> $DATA"
+    "$PYTHON" -m fairseq_g2lstm.data.prepare_lm --train "$PTB_DIR/ptb.train.txt" --valid "$PTB_DIR/ptb.valid.txt" \
+        --test "$PTB_DIR/ptb.test.txt" --destdir "$DATA" --force > "$WORK/logs/prepare.log" 2>&1
+fi
+
+limit=(--max-epoch "$MAX_EPOCH")
+[[ $MAX_UPDATE != 0 ]] && limit+=(--max-update "$MAX_UPDATE")
+checkpoints=()
+for arm in $ARMS; do
+    save=$WORK/checkpoints/$arm
+    # 2. train
+    if [[ ! -f $save/done ]]; then
+        say "train $arm ($ARCH, seed $SEED); log: $WORK/logs/$arm.train.log"
+        # shellcheck disable=SC2086  # the *_ARGS knobs are word lists
+        "$PYTHON" -m fairseq_cli.train "$DATA" --user-dir "$PLUGIN" --task language_modeling --arch "$ARCH" \
+            $MODEL_ARGS --gate-mode "$arm" $TRAIN_ARGS "${limit[@]}" --seed "$SEED" --save-dir "$save" \
+            --no-epoch-checkpoints --log-format simple --log-interval 100 $DEVICE_ARGS \
+            > "$WORK/logs/$arm.train.log" 2>&1
+        touch "$save/done"
+    fi
+    # 3. test perplexity of the best checkpoint (validation loss)
+    if [[ ! -f $WORK/logs/$arm.test.log ]]; then
+        say "test perplexity of $arm"
+        # shellcheck disable=SC2086
+        "$PYTHON" -m fairseq_cli.eval_lm "$DATA" --user-dir "$PLUGIN" --path "$save/checkpoint_best.pt" \
+            --gen-subset test $EVAL_ARGS $DEVICE_ARGS > "$WORK/logs/$arm.test.log.partial" 2>&1
+        mv "$WORK/logs/$arm.test.log.partial" "$WORK/logs/$arm.test.log"
+    fi
+    checkpoints+=("$save/checkpoint_best.pt")
+done
+
+# 4. the compression table: test perplexity after each compression of the gate weights
+if [[ ! -f $WORK/compression.json ]]; then
+    say "compression sweep ($SWEEP_ARGS)"
+    # shellcheck disable=SC2086
+    "$PYTHON" "$SWEEP_SCRIPT" "$DATA" "${checkpoints[@]}" --labels $ARMS $SWEEP_ARGS \
+        --gen-args "$(echo $EVAL_ARGS $DEVICE_ARGS)" --json "$WORK/compression.json.partial" \
+        --markdown "$WORK/compression.md" > "$WORK/logs/sweep.log" 2>&1
+    mv "$WORK/compression.json.partial" "$WORK/compression.json"
+fi
+
+# 5. the results
+{
+    echo "# G2-LSTM language model on PTB: results of examples/lm/run.sh"
+    echo
+    echo "<!-- generated by: bash examples/lm/run.sh $PTB_DIR (ARCH=$ARCH SEED=$SEED MAX_EPOCH=$MAX_EPOCH MAX_UPDATE=$MAX_UPDATE) -->"
+    echo
+    echo "| model | test perplexity | paper |"
+    echo "|---|---:|---:|"
+    for arm in $ARMS; do
+        ppl=$(grep -o 'Perplexity: [0-9.]*' "$WORK/logs/$arm.test.log" | tail -1 | cut -d' ' -f2)
+        paper=$(case $arm in gumbel) echo 56.1 ;; plain) echo 57.3 ;; *) echo - ;; esac)
+        echo "| $arm | $ppl | $paper |"
+    done
+    echo
+    echo "Compression of the input and forget gate weights (test perplexity; the change from the original):"
+    echo
+    grep -v '^<!--' "$WORK/compression.md" | sed '/./,$!d'
+} > "$WORK/RESULTS.md"
+cat "$WORK/RESULTS.md"

@@ -1,0 +1,40 @@
+"""What the plugin's analysis tools share on their command lines.
+
+``g2lstm-compress``, ``scripts/compression_sweep.py``, ``g2lstm-gates`` and
+``g2lstm-average-checkpoints`` report bad input the same way: one ``PROG: error: ...``
+line and exit status 2 (argparse's status for usage errors), and positive numbers are
+checked by the same flag types. Needs only the standard library.
+"""
+import argparse
+from typing import NoReturn
+
+EXIT_INPUT_ERROR = 2  # as argparse's usage errors
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one ``PROG: error: ...`` line (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INPUT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """A flag type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A flag type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number; got {text}")
+    return value
