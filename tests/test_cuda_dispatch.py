@@ -233,14 +233,20 @@ def test_the_benchmark_dry_runs_its_tables_on_cpu(tmp_path):
     assert "### Goals" in text and "nn.LSTM, TF32 off (goal <= 1.3)" in text and "nn.LSTM, TF32 on (goal <= 1.3)" in text
 
 
-def test_the_benchmark_times_the_host_emulation_as_the_kernel_in_a_dry_run(tmp_path):
+@pytest.fixture
+def host_bench():
+    """benchmarks/gate_kernel.py, where the kernel's host emulation builds (else skip)."""
     from fairseq_g2lstm.cuda import validation
 
     try:
         validation.kernel_backend("host")
     except validation.BackendUnavailable as reason:
         pytest.skip(str(reason))
-    bench = _benchmark_module()
+    return _benchmark_module()
+
+
+def test_the_benchmark_times_the_host_emulation_as_the_kernel_in_a_dry_run(tmp_path, host_bench):
+    bench = host_bench
     out = tmp_path / "bench.md"
     argv = ["--device", "cpu", "--kernel", "host", "--dtype", "bfloat16", "--batches", "2", "--hiddens", "8",
             "--steps", "3", "--iters", "1", "--warmup", "0", "--out", str(out)]
@@ -263,14 +269,8 @@ def test_the_benchmark_kernel_row_fails_loudly_when_the_kernel_does_not_load(mon
         bench.main(["--batches", "2", "--hiddens", "8", "--steps", "3", "--iters", "1", "--warmup", "0"])
 
 
-def test_the_benchmark_kernel_row_fails_loudly_when_the_layer_skips_the_kernel(monkeypatch):
-    from fairseq_g2lstm.cuda import validation
-
-    try:
-        validation.kernel_backend("host")
-    except validation.BackendUnavailable as reason:
-        pytest.skip(str(reason))
-    bench = _benchmark_module()
+def test_the_benchmark_kernel_row_fails_loudly_when_the_layer_skips_the_kernel(monkeypatch, host_bench):
+    bench = host_bench
     monkeypatch.setattr(bench, "use_kernel", lambda layer, ops: [0])  # the layer keeps the torch path
     with pytest.raises(bench.KernelNotUsed, match="ran the kernel 0 times"):
         bench.main(["--device", "cpu", "--kernel", "host", "--batches", "2", "--hiddens", "8", "--steps", "3",
