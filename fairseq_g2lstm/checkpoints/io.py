@@ -18,6 +18,7 @@ torch >= 2.6; importing ``fairseq_g2lstm`` allow-lists the ``argparse.Namespace`
 fairseq pickles (see ``compat.py``), so a file this module loads, fairseq loads too.
 """
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -37,15 +38,16 @@ class CheckpointError(ValueError):
     names the file, without a leading ``error:``."""
 
 
-def _one_line(error: BaseException) -> str:
-    """A short, single-line reason from a third-party exception."""
+def one_line_reason(error: BaseException, limit: int = _MAX_REASON) -> str:
+    """A short, single-line reason (at most ``limit`` characters) from a third-party
+    exception, for the tools' one-line error messages."""
     text = str(error)
     unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", text)
     if unsupported:
         return f"it pickles {unsupported.group(1)}, which torch.load's safe mode refuses"
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     reason = f"{type(error).__name__}: {first}" if first else type(error).__name__
-    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 3] + "..."
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
 
 def _field(config: Any, name: str) -> Any:
@@ -86,6 +88,15 @@ def is_g2lstm_arch(arch: Optional[str]) -> bool:
     return isinstance(model_class, type) and issubclass(model_class, (G2LSTMModel, G2LSTMLanguageModel))
 
 
+def file_sha256(path: PathLike) -> str:
+    """The sha256 of a file, hex, read in 1 MiB chunks (checkpoints are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def check_input(path: PathLike) -> Path:
     """``path`` as a Path if it is a file; else the one-line error that
     :func:`load_checkpoint` would raise. Lets a tool check all its inputs before it loads
@@ -110,7 +121,7 @@ def load_checkpoint(path: PathLike, require_g2lstm: bool = True) -> Dict[str, An
     try:
         state = torch.load(path, map_location="cpu")
     except Exception as error:  # torch.load fails in many ways on foreign files (even KeyError)
-        raise CheckpointError(f"{path}: not a torch checkpoint that can be loaded ({_one_line(error)})") from None
+        raise CheckpointError(f"{path}: not a torch checkpoint that can be loaded ({one_line_reason(error)})") from None
     model = state.get("model") if isinstance(state, dict) else None
     if not isinstance(model, Mapping) or not all(isinstance(value, torch.Tensor) for value in model.values()):
         raise CheckpointError(f"{path}: not a fairseq checkpoint (no 'model' state dict of tensors)")

@@ -7,7 +7,6 @@ and the hub load unchanged. Only the blocks of
 :func:`~fairseq_g2lstm.compress.blocks.find_gate_blocks` change; every other tensor
 (and every other row and column of a compressed weight) is kept bit for bit.
 """
-import hashlib
 import os
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -17,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..checkpoints.io import PathLike, check_output, load_checkpoint, save_checkpoint
+from ..checkpoints.io import PathLike, check_output, file_sha256, load_checkpoint, save_checkpoint
 from .blocks import GateBlock, blocks_by_param, check_rank, find_gate_blocks
 from .methods import CompressionConfig, code_bits, relative_error, round_codes, svd_factors
 from .packing import EncodedBlock, expanded, pack_weight, packed_params
@@ -142,14 +141,6 @@ def tensor_bytes(state: Mapping[str, Tensor]) -> int:
             seen.add(key)
             total += storage.nbytes()
     return total
-
-
-def file_sha256(path: PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def source_tag(path: PathLike, sha256: str) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..cli_args import EXIT_INPUT_ERROR, positive_int
-from ..checkpoints.io import CheckpointError
+from ..checkpoints.io import CheckpointError, check_input
 from ..gates import GATE_EVAL_MODES
 from .summary import GATES, HIGH, LOW
 
@@ -249,7 +249,7 @@ def data_lowercased(data: Path) -> bool:
 def run(args, argv: Sequence[str]) -> List[Path]:
     """Everything but the parsing: load, measure, write. Returns the files written.
     Raises CheckpointError or GateStatsError for bad input, before any long work."""
-    from .collect import (GateStatsError, check_checkpoint_path, check_data_bin, collect_tallies,
+    from .collect import (GateStatsError, check_data_bin, collect_tallies,
                           default_labels, file_label, heatmap_columns, load_g2lstm, pick_device, stats_record,
                           token_gates)
 
@@ -273,7 +273,7 @@ def run(args, argv: Sequence[str]) -> List[Path]:
     if out_dir.exists() and not out_dir.is_dir():
         raise GateStatsError(f"--out-dir {out_dir} is a file")
     for path in args.path:  # every path before loading any: a typo fails at once
-        check_checkpoint_path(Path(path))
+        check_input(path)
     check_data_bin(data)
     overrides = bpe_overrides(args, data) if args.heatmap else {}
 

@@ -21,7 +21,6 @@ Language models (``g2lstm_lm``, ``--task language_modeling``) work the same way:
 layers are ``decoder.<l>``, a split's items are the task's token blocks, and the
 per-token view reads the given text itself (no source, no translation).
 """
-import hashlib
 import logging
 import re
 import warnings
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..checkpoints.io import CheckpointError, load_checkpoint
+from ..checkpoints.io import CheckpointError, check_input, file_sha256, load_checkpoint, one_line_reason
 from ..gates import gate_slice
 from .summary import GATES, HIGH, LOW, GateTallies
 
@@ -47,21 +46,6 @@ _MAX_REASON = 200
 class GateStatsError(ValueError):
     """Bad input for ``g2lstm-gates`` (data-bin, split, layer name, ...): ``str()`` is one
     line, without a leading ``error:``."""
-
-
-def _one_line(error: BaseException) -> str:
-    text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
-    reason = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 3] + "..."
-
-
-def file_sha256(path, chunk: int = 1 << 20) -> str:
-    """The sha256 of a file, hex, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pick_device(cpu: bool = False) -> torch.device:
@@ -137,7 +121,7 @@ def load_g2lstm(
     from ..models import G2LSTMLanguageModel, G2LSTMModel
 
     path, data = Path(path), Path(data)
-    check_checkpoint_path(path)
+    check_input(path)
     check_data_bin(data)
     arg_overrides = {"data": str(data), **(overrides or {})}
     if gate_eval is not None:
@@ -146,7 +130,7 @@ def load_g2lstm(
         models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(path)], arg_overrides=arg_overrides)
     except Exception as error:  # fairseq fails in many ways on foreign files; say which way in one line
         load_checkpoint(path)  # raises the precise CheckpointError for a bad file
-        reason = _one_line(error)
+        reason = one_line_reason(error, _MAX_REASON)
         raise GateStatsError(f"{path}: fairseq could not load it with the data-bin {data} ({reason})") from None
     model = models[0]
     if not isinstance(model, (G2LSTMModel, G2LSTMLanguageModel)):
@@ -157,7 +141,7 @@ def load_g2lstm(
         hub = GeneratorHubInterface(cfg, task, models)  # builds the tokenizer and BPE; eval mode
     except Exception as error:
         bpe = {k: v for k, v in (overrides or {}).items() if k in ("bpe", "tokenizer")}
-        raise GateStatsError(f"cannot set up raw-text encoding {bpe or ''} ({_one_line(error)})") from None
+        raise GateStatsError(f"cannot set up raw-text encoding {bpe or ''} ({one_line_reason(error, _MAX_REASON)})") from None
     hub.to(device)
     model.eval()
     return LoadedModel(path, label or default_labels([path])[0], model, task, cfg, hub, file_sha256(path), device)
@@ -167,13 +151,6 @@ def task_data(task) -> str:
     """The data-bin of a fairseq task: ``cfg.data``, or ``args.data`` for legacy tasks
     such as language_modeling (whose ``cfg`` is None)."""
     return (task.cfg if task.cfg is not None else task.args).data
-
-
-def check_checkpoint_path(path: Path) -> None:
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
 
 
 def check_data_bin(data: Path) -> None:
@@ -248,7 +225,7 @@ def collect_tallies(
         task.load_dataset(split, combine=False, epoch=1)
         dataset = task.dataset(split)
     except Exception as error:  # FileNotFoundError, or fairseq's own for a missing split
-        raise GateStatsError(f"{task_data(task)}: cannot load the '{split}' split ({_one_line(error)})") from None
+        raise GateStatsError(f"{task_data(task)}: cannot load the '{split}' split ({one_line_reason(error, _MAX_REASON)})") from None
     chosen = select_indices(len(dataset), max_sentences, seed)
     indices = dataset.ordered_indices()  # fairseq's order: similar lengths together
     if chosen is not None:
