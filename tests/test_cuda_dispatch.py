@@ -77,7 +77,7 @@ def test_gate_kernel_cuda_without_cuda_is_one_clear_error(fresh_loader, monkeypa
         stack.step(torch.zeros(1, 16), None, [torch.zeros(1, 4)], [torch.zeros(1, 4)], stack.step_weights(), spec)
 
 
-def test_a_failed_build_warns_once_and_falls_back_to_torch(fresh_loader, monkeypatch):
+def test_a_failed_build_under_auto_warns_once_and_falls_back_to_torch(fresh_loader, monkeypatch):
     calls = []
 
     def failing_build():
@@ -85,12 +85,14 @@ def test_a_failed_build_warns_once_and_falls_back_to_torch(fresh_loader, monkeyp
         raise build.ExtensionBuildError("nvcc exploded")
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda, "VALIDATED_ON_HARDWARE", True)
     monkeypatch.setattr(build, "load_cuda_extension", failing_build)
+    like = types.SimpleNamespace(is_cuda=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert cuda.cuda_sequence_runner(required=True) is None
-        assert cuda.cuda_sequence_runner(required=True) is None
-        assert cuda.cuda_cell_step("cuda", torch.zeros(1, 16)) is None
+        assert cuda.cuda_sequence_runner(required=False) is None
+        assert cuda.cuda_sequence_runner(required=False) is None
+        assert cuda.cuda_cell_step("auto", like) is None
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1 and "nvcc exploded" in messages[0] and "torch path" in messages[0]
     assert len(calls) == 1  # the failure is remembered, not rebuilt
@@ -98,11 +100,25 @@ def test_a_failed_build_warns_once_and_falls_back_to_torch(fresh_loader, monkeyp
         cuda.load_ops(required=True)
 
 
-def test_a_failed_build_trains_on_the_torch_path(fresh_loader, monkeypatch):
+def test_a_failed_build_under_cuda_is_an_error_not_a_silent_fallback(fresh_loader, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(build, "load_cuda_extension",
+                        lambda: (_ for _ in ()).throw(build.ExtensionBuildError("nvcc exploded")))
+    with pytest.raises(build.ExtensionBuildError, match="nvcc exploded"):
+        cuda.cuda_sequence_runner(required=True)
+    with pytest.raises(build.ExtensionBuildError, match="nvcc exploded"):
+        cuda.cuda_cell_step("cuda", torch.zeros(1, 16))
+    layer = G2LSTM(3, 4, kernel="cuda")
+    with pytest.raises(build.ExtensionBuildError, match="nvcc exploded"):
+        layer(torch.randn(5, 2, 3), torch.tensor([5, 3]))
+
+
+def test_a_failed_build_under_auto_trains_on_the_torch_path(fresh_loader, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda, "VALIDATED_ON_HARDWARE", True)
     monkeypatch.setattr(build, "load_cuda_extension", lambda: (_ for _ in ()).throw(build.ExtensionBuildError("x")))
     torch.manual_seed(0)
-    layer = G2LSTM(3, 4, num_layers=2, bidirectional=True, kernel="cuda")
+    layer = G2LSTM(3, 4, num_layers=2, bidirectional=True, kernel="auto")
     reference = G2LSTM(3, 4, num_layers=2, bidirectional=True, kernel="torch")
     reference.load_state_dict(layer.state_dict())
     x, lengths = torch.randn(5, 2, 3), torch.tensor([5, 3])

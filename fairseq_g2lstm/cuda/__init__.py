@@ -4,9 +4,11 @@
 
 * ``torch``: the fused torch loop (:mod:`fairseq_g2lstm.rnn.sequence`), everywhere.
 * ``cuda``: the kernel. It is built on first use (cached; see :mod:`.build`). Without
-  CUDA it is an error; a build that fails falls back to the torch path with one warning.
+  CUDA, or when the build fails, it is an error: a user who asked for the kernel by name
+  must not get the torch path's speed without knowing it.
 * ``auto``: the kernel on CUDA tensors once :data:`VALIDATED_ON_HARDWARE` is True; until
-  then, and on CPU tensors always, the torch path.
+  then, and on CPU tensors always, the torch path. A failed build falls back to the
+  torch path with one warning.
 
 The sources (``g2lstm_*.cu``, ``*.cuh``, ``binding.cpp``) and the design are described
 in ``docs/cuda.md``; :mod:`.function` holds the autograd Functions.
@@ -88,7 +90,7 @@ def cuda_sequence_runner(required: bool) -> Optional[Callable]:
     """
     if not _use_kernel("cuda" if required else "auto", None):
         return None
-    ops = load_ops(required=False)
+    ops = load_ops(required=required)
     if ops is None:
         return None
     from .function import make_sequence_runner
@@ -101,7 +103,7 @@ def cuda_cell_step(kernel: str, like: Tensor) -> Optional[Callable]:
     ``fused_cell_step``), or None for the torch path; ``like`` is the step's input."""
     if not _use_kernel(kernel, like):
         return None
-    ops = load_ops(required=False)
+    ops = load_ops(required=kernel == "cuda")
     if ops is None:
         return None
     from .function import make_cell_step
