@@ -457,7 +457,8 @@ def test_download_copies_a_url_and_explains_a_failure(tmp_path):
     assert fetched.read_text() == "payload\n"
     with pytest.raises(PrepareError, match="cannot download .*online"):
         download((tmp_path / "absent.tgz").as_uri(), tmp_path / "never.tgz")
-    assert not (tmp_path / "never.tgz").exists() and not (tmp_path / "never.tgz.part").exists()
+    assert not (tmp_path / "never.tgz").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
 
 
 def test_a_vocabulary_smaller_than_the_alphabet_is_a_clear_error(small_corpus, capsys):

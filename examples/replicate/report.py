@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))  # this checkout's fairseq_g2lstm
+
+from fairseq_g2lstm.atomic_file import write_text_atomic  # noqa: E402
+
 END_MARK = "<!-- end of the generated part: a person's reading may follow, and is kept on regeneration -->"
 ARM_NAMES = {"plain": "baseline (plain LSTM)", "sharpened": "sharpened sigmoid (tau 0.2)", "gumbel": "G2-LSTM (gumbel)"}
 ROWS = ("original", "round (r=0.5)", "round-clip (r=0.5, c=1)", "svd (k=32)", "svd (k=16)")
@@ -93,7 +97,6 @@ def training_table(results: Sequence[Dict]) -> List[str]:
 def draw_figures(groups: Dict[str, List[Dict]], out: Path) -> List[str]:
     """The decoder.0 histogram (first seed of each arm, overlaid) and one heatmap per
     sentence (the same runs); returns the figures' paths relative to ``out``'s parent."""
-    sys.path.insert(0, str(HERE.parents[1]))
     from fairseq_g2lstm.gate_stats.cli import write_heatmap_png, write_histograms
 
     out.mkdir(parents=True, exist_ok=True)
@@ -160,4 +163,4 @@ def write_report(results_dir: Path, report: Path, arms: Sequence[str], command: 
         ]
     old = report.read_text() if report.exists() else ""
     reading = old.split(END_MARK, 1)[1] if END_MARK in old else "\n"
-    report.write_text("\n".join(lines) + "\n" + END_MARK + reading)
+    write_text_atomic(report, "\n".join(lines) + "\n" + END_MARK + reading)

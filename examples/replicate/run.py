@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))  # this checkout's fairseq_g2lstm, not another ins
 
 import evaluation  # noqa: E402  (this folder's modules: run.py runs as a script)
 import report  # noqa: E402
+from fairseq_g2lstm.atomic_file import write_text_atomic  # noqa: E402
 USER_DIR = str(REPO / "fairseq_g2lstm")
 BIN = Path(sys.executable).parent
 
@@ -167,7 +168,7 @@ def train(run: Run, data_bin: Path, work: Path, langs: Sequence[str], threads: i
     if proc.returncode != 0:
         raise SystemExit(f"{run.name}: fairseq-train failed ({proc.returncode}); see {log_path}")
     trained = training_record(run, command, log_path, threads)
-    marker.write_text(json.dumps(trained, indent=1) + "\n")
+    write_text_atomic(marker, json.dumps(trained, indent=1) + "\n")
     return trained
 
 
@@ -186,10 +187,7 @@ def evaluate_run(run: Run, work: Path, results: Path, data_bin: Path, langs: Seq
     log(f"{run.name}: evaluating (BLEU, compression grid, gate statistics)")
     record = evaluation.evaluate(run.name, json.loads(marker.read_text()), save_dir / "checkpoint_best.pt",
                                data_bin, langs, pairs)
-    results.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".json.partial")
-    partial.write_text(json.dumps(record, indent=1) + "\n")
-    partial.rename(target)
+    write_text_atomic(target, json.dumps(record, indent=1) + "\n")
     log(f"{run.name}: BLEU {record['bleu']:.2f}; results in {target}")
     return record
 

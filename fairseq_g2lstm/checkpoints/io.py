@@ -17,16 +17,16 @@ A checkpoint here is the dict fairseq saves: ``model`` (the state dict), ``cfg``
 torch >= 2.6; importing ``fairseq_g2lstm`` allow-lists the ``argparse.Namespace`` that
 fairseq pickles (see ``compat.py``), so a file this module loads, fairseq loads too.
 """
-import contextlib
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import torch
+
+from ..atomic_file import atomic_file
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -134,13 +134,6 @@ def load_checkpoint(path: PathLike, require_g2lstm: bool = True) -> Dict[str, An
     return state
 
 
-def _default_file_mode() -> int:
-    """What ``open(path, "w")`` would give under the current umask (mkstemp gives 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def check_output(path: PathLike, force: bool = False) -> None:
     """Fail before any work when ``path`` cannot be written as a new checkpoint: it is a
     folder, or it exists and ``force`` is off."""
@@ -154,30 +147,15 @@ def check_output(path: PathLike, force: bool = False) -> None:
 def save_checkpoint(state: Mapping, path: PathLike, force: bool = False) -> Path:
     """Write the checkpoint ``state`` to ``path`` atomically; return ``path``.
 
-    The data goes to a hidden temporary file in the destination's folder (the same file
-    system, so the final ``os.replace`` is atomic), is flushed to disk, and only then
-    takes the destination's name. Any failure removes the temporary file, so neither a
-    half-written checkpoint nor a stray temporary file is left behind. An existing
-    ``path`` is refused unless ``force``; missing parent folders are created.
+    Through :func:`~fairseq_g2lstm.atomic_file.atomic_file`, so neither a half-written
+    checkpoint nor a stray temporary file is left behind. An existing ``path`` is
+    refused unless ``force``; missing parent folders are created.
     """
     path = Path(path)
     check_output(path, force)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        with atomic_file(path, "wb") as stream:
+            torch.save(dict(state), stream)
     except OSError as error:
         raise CheckpointError(f"{path}: cannot write there ({error.strerror or error})") from None
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            torch.save(dict(state), stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, _default_file_mode())
-        os.replace(temporary, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        if isinstance(error, OSError):
-            raise CheckpointError(f"{path}: cannot write there ({error.strerror or error})") from None
-        raise
     return path

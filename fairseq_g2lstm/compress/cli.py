@@ -25,6 +25,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from ..atomic_file import write_text_atomic
 from ..cli_args import EXIT_INPUT_ERROR, OneLineParser, positive_float, positive_int
 from .methods import METHODS, PAPER_CLIP, PAPER_STEP, SCOPES, CompressionConfig, CompressionError
 
@@ -82,9 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_INPUT_ERROR
     print(summary.format())
     if args.summary_json:
-        with open(args.summary_json, "w") as stream:
-            json.dump(summary.to_dict(), stream, indent=2)
-            stream.write("\n")
+        write_text_atomic(args.summary_json, json.dumps(summary.to_dict(), indent=2) + "\n")
     return 0
 
 

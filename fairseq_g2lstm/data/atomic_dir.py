@@ -12,14 +12,13 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from ..atomic_file import current_umask
 from .errors import PrepareError
 
 
 def _default_folder_mode() -> int:
     """What ``mkdir`` would give under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o777 & ~umask
+    return 0o777 & ~current_umask()
 
 
 def check_destination(destination: Path, force: bool) -> None:

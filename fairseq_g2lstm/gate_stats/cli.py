@@ -26,6 +26,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..atomic_file import write_text_atomic
 from ..cli_args import EXIT_INPUT_ERROR, positive_int
 from ..checkpoints.io import CheckpointError, check_input
 from ..gates import GATE_EVAL_MODES
@@ -128,8 +129,7 @@ def provenance(argv: Sequence[str]) -> Dict[str, Any]:
 
 
 def write_json(record: Dict[str, Any], path: Path) -> Path:
-    path.write_text(compact_json(record) + "\n", encoding="utf-8")
-    return path
+    return write_text_atomic(path, compact_json(record) + "\n")
 
 
 def compact_json(value: Any, indent: int = 2, level: int = 0) -> str:

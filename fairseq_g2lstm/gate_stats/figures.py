@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence, Tuple
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..atomic_file import atomic_file
 from .summary import GATES, HIGH, LOW
 
 DPI = 100
@@ -98,4 +99,5 @@ def save_png(fig: Figure, path, size: Tuple[float, float] = None) -> None:
     """Save ``fig`` as a PNG at ``size`` inches (default: as built) and :data:`DPI`."""
     if size is not None:
         fig.set_size_inches(*size)
-    fig.savefig(path, dpi=DPI, format="png")
+    with atomic_file(path, "wb") as stream:
+        fig.savefig(stream, dpi=DPI, format="png")
