@@ -6,7 +6,6 @@ never leaves a half-written data-bin where fairseq would pick it up; an existing
 destination is only replaced when the user passed ``--force``.
 """
 import contextlib
-import os
 import shutil
 import tempfile
 from pathlib import Path
