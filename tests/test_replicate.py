@@ -51,3 +51,27 @@ def test_replication_trains_evaluates_reports_and_resumes(toy_data, tmp_path):
     assert "training" not in second and "evaluating" not in second
     assert second.count("results exist, skipped") == 2
     assert (tmp_path / "RESULTS.md").read_text().endswith("A reading written by hand.\n")
+
+
+def test_training_record_counts_every_attempt_once(tmp_path):
+    """A resumed training: fairseq restarts its wall clock, and an epoch run again by the
+    second attempt counts once, as its last run."""
+    sys.path.insert(0, str(REPO / "examples/replicate"))
+    import run as replicate_run
+
+    def valid(epoch, loss, updates):
+        return f"| INFO | valid | epoch {epoch:03d} | valid on 'valid' subset | loss {loss} | nll_loss 1 | num_updates {updates}"
+
+    def train(epoch, wall):
+        return f"| INFO | train | epoch {epoch:03d} | loss 3 | num_updates 9 | wall {wall}"
+
+    log = tmp_path / "run.train.log"
+    log.write_text("\n".join([
+        "$ fairseq-train first attempt", valid(1, 5.0, 10), train(1, 600), valid(2, 4.0, 20), train(2, 1200),
+        "$ fairseq-train killed before an epoch ended",
+        "$ fairseq-train resumed", valid(2, 3.9, 20), train(2, 500), valid(3, 4.1, 30), train(3, 900),
+    ]) + "\n")
+    record = replicate_run.training_record(replicate_run.Run("gumbel", 1), ["fairseq-train"], log, threads=1)
+    assert [v["valid_loss"] for v in record["valid_curve"]] == [5.0, 3.9, 4.1]
+    assert (record["best_epoch"], record["best_valid_loss"], record["epochs"]) == (2, 3.9, 3)
+    assert record["train_wall_minutes"] == round((1200 + 900) / 60, 1)

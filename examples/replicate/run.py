@@ -113,22 +113,27 @@ def train_command(run: Run, data_bin: Path, save_dir: Path, langs: Sequence[str]
 
 
 VALID_LINE = re.compile(r"\| valid \| epoch (\d+) .*?\| loss ([\d.]+) .*?\| num_updates (\d+)")
-TRAIN_WALL = re.compile(r"\| train \| epoch \d+ .*\| wall (\d+)")  # fairseq's wall clock, kept across resumes
+TRAIN_WALL = re.compile(r"\| train \| epoch \d+ .*\| wall (\d+)")  # fairseq's wall clock, reset by each attempt
 
 
 def training_record(run: Run, command: Sequence[str], log_path: Path, threads: int) -> Dict:
     """What trained.json holds, read from the whole training log (every attempt: an
-    epoch that a resumed attempt ran again counts once, as its last run)."""
+    epoch that a resumed attempt ran again counts once, as its last run). The training
+    time is the sum over attempts of fairseq's wall clock at each one's last finished
+    epoch (fairseq restarts that clock on resume; a part-epoch cut off by a kill is not
+    counted)."""
     curve: Dict[int, Dict] = {}
-    wall_seconds = None
+    attempt_walls: List[int] = []  # the last epoch's wall clock of each attempt
     for line in log_path.read_text().splitlines():
+        if line.startswith("$ "):  # train() writes the command at the start of every attempt
+            attempt_walls.append(0)
         match = VALID_LINE.search(line)
         if match:
             curve[int(match[1])] = {"epoch": int(match[1]), "valid_loss": float(match[2]),
                                     "num_updates": int(match[3])}
         wall = TRAIN_WALL.search(line)
-        if wall:
-            wall_seconds = int(wall[1])
+        if wall and attempt_walls:
+            attempt_walls[-1] = int(wall[1])
     epochs = [curve[e] for e in sorted(curve)]
     best = min(epochs, key=lambda e: e["valid_loss"])
     shown = [os.path.relpath(c, REPO) if c.startswith(str(REPO)) else c for c in command[1:]]
@@ -137,7 +142,7 @@ def training_record(run: Run, command: Sequence[str], log_path: Path, threads: i
         "command": " ".join(["fairseq-train", *shown]),
         "epochs": epochs[-1]["epoch"], "num_updates": epochs[-1]["num_updates"],
         "best_epoch": best["epoch"], "best_valid_loss": best["valid_loss"], "valid_curve": epochs,
-        "train_wall_minutes": round((wall_seconds or 0) / 60, 1), "threads": threads,
+        "train_wall_minutes": round(sum(attempt_walls) / 60, 1), "threads": threads,
     }
 
 
@@ -214,8 +219,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-BUDGET_NOTE = ("The grid was sized for about 5 hours on a 2-core CPU machine (two single-threaded runs at "
-               "a time); it ran beside other work, so wall times are upper bounds.")
+BUDGET_NOTE = ("Budget: every model trains to its early stop or the 30-epoch cap, whichever comes first, "
+               "never to a time limit. On a 2-core CPU machine with two single-threaded runs side by side an "
+               "epoch takes about 6 minutes, so a model that reaches the cap takes about 3 hours and the "
+               "9-model grid about 14 hours, over several sessions (it was first sized for 5 hours, before "
+               "the models were seen to keep improving past epoch 20). Some epochs ran beside other work, "
+               "so wall times are upper bounds.")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
