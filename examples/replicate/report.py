@@ -131,7 +131,7 @@ def write_report(results_dir: Path, report: Path, arms: Sequence[str], command: 
     ]
     if first:
         lines += [
-            f"Data: `{first['gates']['command'].split()[3]}`; every arm trained by "
+            f"Data: `{first['training']['command'].split()[1]}`; every arm trained by "
             f"`{first['training']['command']}` with only `--gate-mode` and `--seed` changed; "
             "each judged by its `checkpoint_best.pt` (lowest validation loss).",
             "",
