@@ -18,17 +18,14 @@ torch >= 2.6; importing ``fairseq_g2lstm`` allow-lists the ``argparse.Namespace`
 fairseq pickles (see ``compat.py``), so a file this module loads, fairseq loads too.
 """
 import hashlib
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional
 
 import torch
 
-from ..atomic_file import atomic_file
-
-PathLike = Union[str, "os.PathLike[str]"]
+from ..atomic_file import PathLike, atomic_file
 
 _MAX_REASON = 160  # characters of a library's own error message kept in ours
 

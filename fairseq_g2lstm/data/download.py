@@ -24,7 +24,6 @@ def download(url: str, destination: Path) -> Path:
     destination = Path(destination)
     if destination.exists():
         return destination
-    destination.parent.mkdir(parents=True, exist_ok=True)
     print(f"| download {url} -> {destination}", flush=True)
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response, \
