@@ -263,12 +263,12 @@ def test_save_checkpoint_leaves_nothing_behind_when_a_write_fails(tmp_path, monk
         save_checkpoint({"model": {}, "unpicklable": lambda: None}, tmp_path / "a.pt")
     assert os.listdir(tmp_path) == []
 
-    import fairseq_g2lstm.checkpoints.io as checkpoint_io
+    import fairseq_g2lstm.atomic_file as atomic_file_module
 
     def full_disk(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_io.os, "replace", full_disk)
+    monkeypatch.setattr(atomic_file_module.os, "replace", full_disk)
     with pytest.raises(CheckpointError, match="a.pt: cannot write there \\(No space left on device\\)"):
         save_checkpoint({"model": {}}, tmp_path / "a.pt")
     assert os.listdir(tmp_path) == []
