@@ -21,6 +21,7 @@ Default data: the demo's offline corpus (German->English gettext catalogs), buil
 """
 import argparse
 import json
+import logging
 import os
 import re
 import shlex
@@ -229,6 +230,11 @@ BUDGET_NOTE = ("Budget: every model trains to its early stop or the 30-epoch cap
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    # force: importing fairseq (through fairseq_g2lstm) already set the root logger to DEBUG
+    # (one of its model modules calls logging.basicConfig on import), which lets matplotlib's
+    # DEBUG lines flood the output.
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", datefmt="%Y-%m-%d %H:%M:%S",
+                        level=os.environ.get("LOGLEVEL", "INFO").upper(), force=True)
     os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     runs = runs_in_order(args.arms, args.seeds)
     pending = [run for run in runs if not (args.results / f"{run.name}.json").exists()]
