@@ -76,3 +76,13 @@ def test_training_record_counts_every_attempt_once(tmp_path):
     assert [v["valid_loss"] for v in record["valid_curve"]] == [5.0, 3.9, 4.1]
     assert (record["best_epoch"], record["best_valid_loss"], record["epochs"]) == (2, 3.9, 3)
     assert record["train_wall_minutes"] == round((1200 + 900) / 60, 1)
+
+
+def test_report_shows_checkout_paths_relative_to_the_checkout():
+    """A training started from a snapshot of the tree records absolute paths into this checkout."""
+    sys.path.insert(0, str(REPO / "examples/replicate"))
+    import report
+
+    command = f"fairseq-train {REPO}/examples/replicate/work/data-bin --user-dir fairseq_g2lstm --save-dir /elsewhere/ck"
+    assert report.checkout_relative(command) == ("fairseq-train examples/replicate/work/data-bin "
+                                                 "--user-dir fairseq_g2lstm --save-dir /elsewhere/ck")

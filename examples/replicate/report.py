@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))  # this checkout's fairseq_g2lstm
+CHECKOUT = HERE.parents[1]
+sys.path.insert(0, str(CHECKOUT))  # this checkout's fairseq_g2lstm
 
 from fairseq_g2lstm.atomic_file import write_text_atomic  # noqa: E402
 
@@ -26,6 +27,15 @@ PAPER_IWSLT = {
 }
 SHARE_LAYERS = ("encoder.0", "encoder.1", "decoder.0", "decoder.1")
 FIGURE_DIR = "figures"
+
+
+def checkout_relative(command: str) -> str:
+    """``command`` with the paths inside this checkout shown relative to it. Training
+    records a path relative to the checkout it ran from; one started from another copy
+    of the tree (a snapshot worktree, so that edits cannot reach a running training)
+    records the absolute paths of the folders it was pointed at."""
+    prefix = f"{CHECKOUT}/"
+    return " ".join(word[len(prefix):] if word.startswith(prefix) else word for word in command.split())
 
 
 def load_results(folder: Path) -> List[Dict]:
@@ -119,6 +129,7 @@ def write_report(results_dir: Path, report: Path, arms: Sequence[str], command: 
     train_minutes = sum(r["training"]["train_wall_minutes"] for r in results)
     eval_minutes = sum(r["evaluation_minutes"] for r in results)
     first = results[0] if results else None
+    train_command = checkout_relative(first["training"]["command"]) if first else ""
     lines = [
         "# Replication at CPU scale: plain, sharpened and G2 LSTMs",
         "",
@@ -131,8 +142,8 @@ def write_report(results_dir: Path, report: Path, arms: Sequence[str], command: 
     ]
     if first:
         lines += [
-            f"Data: `{first['training']['command'].split()[1]}`; every arm trained by "
-            f"`{first['training']['command']}` with only `--gate-mode` and `--seed` changed; "
+            f"Data: `{train_command.split()[1]}`; every arm trained by "
+            f"`{train_command}` with only `--gate-mode` and `--seed` changed; "
             "each judged by its `checkpoint_best.pt` (lowest validation loss).",
             "",
             "## Test BLEU after compression (SPEC §4, Table 4)",
