@@ -2,11 +2,14 @@
 
 ``g2lstm-compress``, ``scripts/compression_sweep.py``, ``g2lstm-gates`` and
 ``g2lstm-average-checkpoints`` report bad input the same way: one ``PROG: error: ...``
-line and exit status 2 (argparse's status for usage errors), and positive numbers are
-checked by the same flag types. Needs only the standard library.
+line and exit status 2 (argparse's status for usage errors), positive numbers are
+checked by the same flag types, and they log in fairseq's format. Needs only the
+standard library.
 """
 import argparse
-from typing import NoReturn
+import logging
+import os
+from typing import NoReturn, Optional, TextIO
 
 EXIT_INPUT_ERROR = 2  # as argparse's usage errors
 
@@ -38,3 +41,13 @@ def positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number; got {text}")
     return value
+
+
+def configure_logging(stream: Optional[TextIO] = None) -> None:
+    """Log in fairseq's format at ``$LOGLEVEL`` (default INFO) to ``stream`` (default
+    stderr). ``force``: importing fairseq has already configured the root logger at
+    DEBUG (``fairseq/models/wav2vec/wav2vec2_classification.py`` calls
+    ``logging.basicConfig`` on import), which would let other libraries' DEBUG lines,
+    matplotlib's among them, flood the output."""
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", datefmt="%Y-%m-%d %H:%M:%S",
+                        level=os.environ.get("LOGLEVEL", "INFO").upper(), stream=stream, force=True)

@@ -21,7 +21,6 @@ Default data: the demo's offline corpus (German->English gettext catalogs), buil
 """
 import argparse
 import json
-import logging
 import os
 import re
 import shlex
@@ -40,6 +39,8 @@ sys.path.insert(0, str(REPO))  # this checkout's fairseq_g2lstm, not another ins
 import evaluation  # noqa: E402  (this folder's modules: run.py runs as a script)
 import report  # noqa: E402
 from fairseq_g2lstm.atomic_file import write_text_atomic  # noqa: E402
+from fairseq_g2lstm.cli_args import configure_logging  # noqa: E402
+
 USER_DIR = str(REPO / "fairseq_g2lstm")
 BIN = Path(sys.executable).parent
 
@@ -137,10 +138,9 @@ def training_record(run: Run, command: Sequence[str], log_path: Path, threads: i
             attempt_walls[-1] = int(wall[1])
     epochs = [curve[e] for e in sorted(curve)]
     best = min(epochs, key=lambda e: e["valid_loss"])
-    shown = [os.path.relpath(c, REPO) if c.startswith(str(REPO)) else c for c in command[1:]]
     return {
         "run": run.name, "arm": run.arm, "seed": run.seed,
-        "command": " ".join(["fairseq-train", *shown]),
+        "command": report.checkout_relative(" ".join(["fairseq-train", *command[1:]])),
         "epochs": epochs[-1]["epoch"], "num_updates": epochs[-1]["num_updates"],
         "best_epoch": best["epoch"], "best_valid_loss": best["valid_loss"], "valid_curve": epochs,
         "train_wall_minutes": round(sum(attempt_walls) / 60, 1), "threads": threads,
@@ -230,11 +230,7 @@ BUDGET_NOTE = ("Budget: every model trains to its early stop or the 30-epoch cap
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    # force: importing fairseq (through fairseq_g2lstm) already set the root logger to DEBUG
-    # (one of its model modules calls logging.basicConfig on import), which lets matplotlib's
-    # DEBUG lines flood the output.
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", datefmt="%Y-%m-%d %H:%M:%S",
-                        level=os.environ.get("LOGLEVEL", "INFO").upper(), force=True)
+    configure_logging()  # before anything logs: importing fairseq set the root logger to DEBUG
     os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     runs = runs_in_order(args.arms, args.seeds)
     pending = [run for run in runs if not (args.results / f"{run.name}.json").exists()]

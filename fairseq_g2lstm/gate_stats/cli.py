@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..atomic_file import write_text_atomic
-from ..cli_args import EXIT_INPUT_ERROR, positive_int
+from ..cli_args import EXIT_INPUT_ERROR, configure_logging, positive_int
 from ..checkpoints.io import CheckpointError, check_input
 from ..gates import GATE_EVAL_MODES
 from .summary import GATES, HIGH, LOW
@@ -367,10 +367,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def cli_main() -> None:
     import fairseq_g2lstm  # noqa: F401  (registers the model, fixes fairseq's checkpoint loading)
 
-    # fairseq's format; force: importing fairseq already configured the root logger at DEBUG
-    # (fairseq/models/wav2vec/wav2vec2_classification.py calls logging.basicConfig on import).
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", datefmt="%Y-%m-%d %H:%M:%S",
-                        level=os.environ.get("LOGLEVEL", "INFO").upper(), stream=sys.stdout, force=True)
+    configure_logging(sys.stdout)
     sys.exit(main())
 
 
