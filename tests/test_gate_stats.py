@@ -193,6 +193,15 @@ def test_histogram_figure_overlays_one_series_per_checkpoint(run):
         assert ax.get_xlim() == (0.0, 1.0)
 
 
+@pytest.mark.parametrize("columns, slanted", [(["a", "b", "c"], False), (["run", "git-prune-packed"], True),
+                                              ([f"w{i}" for i in range(figures.MAX_UPRIGHT_COLUMNS + 1)], True)])
+def test_heatmap_slants_labels_that_would_run_into_each_other(columns, slanted):
+    row = {"label": "G2", "columns": columns, "input": [0.5] * len(columns), "forget": [0.5] * len(columns)}
+    ax = figures.heatmap_figure([row]).get_axes()[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == columns
+    assert {t.get_rotation() for t in ax.get_xticklabels()} == {45.0 if slanted else 0.0}
+
+
 def test_heatmap_means_equal_a_direct_computation(run, toy_data, checkpoints):
     from fairseq import checkpoint_utils
 

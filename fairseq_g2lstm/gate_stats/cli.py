@@ -163,7 +163,7 @@ def layer_list(records: Sequence[Dict[str, Any]], layer: str) -> List[str]:
 
 def write_histograms(records: Sequence[Dict[str, Any]], layers: Sequence[str], out_dir: Path) -> List[Path]:
     """One PNG per layer, ``hist.<layer>.png``, every record that has the layer overlaid."""
-    from .figures import HISTOGRAM_SIZE, histogram_figure, save_png
+    from .figures import histogram_figure, save_png
 
     written = []
     for layer in layers:
@@ -172,19 +172,19 @@ def write_histograms(records: Sequence[Dict[str, Any]], layers: Sequence[str], o
         detail = "; ".join(f"{n} pairs of '{s}'" for s, n in sorted(split))
         fig = histogram_figure(layer, series, title=f"{layer}: gate values, teacher-forced on {detail}")
         path = out_dir / f"hist.{layer}.png"
-        save_png(fig, path, HISTOGRAM_SIZE)
+        save_png(fig, path)
         written.append(path)
     return written
 
 
 def write_heatmap_png(record: Dict[str, Any], path: Path) -> Path:
-    from .figures import heatmap_figure, heatmap_size, save_png
+    from .figures import heatmap_figure, save_png
 
     rows = record["checkpoints"]
     unit = {"tokens": "token", "words": "word"}.get(record["units"], "token or word")
     source = textwrap.shorten(record["source"], width=60 + 6 * max(len(r["columns"]) for r in rows), placeholder=" ...")
     fig = heatmap_figure(rows, title=f"{record['layer']}: mean gate at each target {unit}\nsource: {source}")
-    save_png(fig, path, heatmap_size(max(len(r["columns"]) for r in rows), len(rows)))
+    save_png(fig, path)
     return path
 
 

@@ -2,8 +2,8 @@
 
 Each function takes data (the numbers ``g2lstm-gates`` writes to its JSON files) and
 returns a :class:`matplotlib.figure.Figure`; it saves nothing and touches no global
-pyplot state. The caller saves it with :func:`save_png` at a fixed size and dpi, next to
-the JSON, so that a figure can be redrawn from the JSON without running the model.
+pyplot state. The caller saves it with :func:`save_png` at the size it was built with
+and a fixed dpi, next to the JSON, so that a figure can be redrawn from the JSON without running the model.
 
 * :func:`histogram_figure`: the fraction of gate values per bin over [0, 1], one panel
   per gate (input, forget), one filled step series per checkpoint, overlaid.
@@ -23,6 +23,9 @@ HISTOGRAM_SIZE = (9.0, 3.4)  # inches: 900 x 340 pixels at DPI
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f")
 HEATMAP_CMAP = "viridis"
 MAX_ANNOTATED_COLUMNS = 30  # write the values into the cells up to this many columns
+MAX_UPRIGHT_COLUMNS = 8  # more columns than this, or a longer label, and the labels are slanted
+MAX_UPRIGHT_LABEL = 10  # characters: about what fits under one column without meeting its neighbour
+LABEL_CHAR_INCHES = 0.075  # the width of one tick-label character at matplotlib's default 10 pt
 
 
 def histogram_figure(layer: str, series: Sequence[Tuple[str, Mapping[str, Mapping[str, Any]]]],
@@ -66,16 +69,16 @@ def heatmap_figure(rows: Sequence[Mapping[str, Any]], title: str = "") -> Figure
         in the panel title when the target is the checkpoint's own translation).
     Panels have rows input and forget and share one colour bar over [0, 1].
     """
-    width = max(len(row["columns"]) for row in rows)
-    fig = Figure(figsize=heatmap_size(width, len(rows)), layout="constrained")
+    slanted = slanted_labels(rows)
+    fig = Figure(figsize=heatmap_size(rows), layout="constrained")
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
     image = None
     for ax, row in zip(axes, rows):
         values = np.array([row[gate] for gate in GATES], dtype=float)  # [gates, columns]
         image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap=HEATMAP_CMAP, aspect="auto", interpolation="nearest")
         ax.set_yticks(range(len(GATES)), [f"{gate}" for gate in GATES])
-        ax.set_xticks(range(len(row["columns"])), row["columns"], rotation=45 if width > 8 else 0,
-                      ha="right" if width > 8 else "center")
+        ax.set_xticks(range(len(row["columns"])), row["columns"], rotation=45 if slanted else 0,
+                      ha="right" if slanted else "center", rotation_mode="anchor" if slanted else "default")
         if len(row["columns"]) <= MAX_ANNOTATED_COLUMNS:
             for (g, c), value in np.ndenumerate(values):
                 ax.text(c, g, f"{value:.2f}", ha="center", va="center", fontsize="x-small",
@@ -90,14 +93,26 @@ def heatmap_figure(rows: Sequence[Mapping[str, Any]], title: str = "") -> Figure
     return fig
 
 
-def heatmap_size(columns: int, panels: int) -> Tuple[float, float]:
-    """The saved size (inches) of a heatmap with ``columns`` tokens and ``panels`` checkpoints."""
-    return (min(max(6.0, 2.5 + 0.6 * columns), 24.0), 1.1 + 1.5 * panels)
+def slanted_labels(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a heatmap's column labels must slant so that neighbours do not run into
+    each other: many columns, or one long label."""
+    return (max(len(row["columns"]) for row in rows) > MAX_UPRIGHT_COLUMNS
+            or any(len(label) > MAX_UPRIGHT_LABEL for row in rows for label in row["columns"]))
 
 
-def save_png(fig: Figure, path, size: Tuple[float, float] = None) -> None:
-    """Save ``fig`` as a PNG at ``size`` inches (default: as built) and :data:`DPI`."""
-    if size is not None:
-        fig.set_size_inches(*size)
+def heatmap_size(rows: Sequence[Mapping[str, Any]]) -> Tuple[float, float]:
+    """The size (inches) of the heatmap of ``rows``: wide enough for its columns, and each
+    panel tall enough for its two rows and its labels (a label slanted at 45 degrees
+    needs its length times sin 45 degrees)."""
+    columns = max(len(row["columns"]) for row in rows)
+    label_depth = 0.3  # one upright line
+    if slanted_labels(rows):
+        longest = max(len(label) for row in rows for label in row["columns"])
+        label_depth = max(label_depth, 0.71 * LABEL_CHAR_INCHES * longest)
+    return (min(max(6.0, 2.5 + 0.6 * columns), 24.0), 1.1 + (1.2 + label_depth) * len(rows))
+
+
+def save_png(fig: Figure, path) -> None:
+    """Save ``fig`` as a PNG at its own size and :data:`DPI`."""
     with atomic_file(path, "wb") as stream:
         fig.savefig(stream, dpi=DPI, format="png")
