@@ -36,6 +36,10 @@ from typing import Dict, List, Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's fairseq_g2lstm, not another install's
+
+from fairseq_g2lstm.atomic_file import write_text_atomic  # noqa: E402
+
 USER_DIR = str(REPO / "fairseq_g2lstm")  # main() points it at the snapshot
 BIN = Path(sys.executable).parent
 
@@ -156,7 +160,7 @@ def one_run(data: Path, work: Path, results: Path, arm: str, seed: int, epochs: 
         "train": {**train_cost, "command": shown(train)},
         "eval": {**eval_cost, "command": shown(evaluate)},
     }
-    target.write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomic(target, json.dumps(record, indent=2) + "\n")
     log(f"{name}: test ppl {ppl} ({train_cost['cpu_s']:.0f} s CPU to train)")
     return record
 
@@ -210,8 +214,8 @@ def main(argv=None) -> int:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         records = list(pool.map(lambda r: one_run(data, args.work, args.results, *r, args.epochs), runs))
     summary, table = summarize(records, args.arms, command)
-    (args.results / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (args.results / "RESULTS.md").write_text(table)
+    write_text_atomic(args.results / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(args.results / "RESULTS.md", table)
     print(table)
     return 0
 
