@@ -45,6 +45,8 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo, uninstalled
 
+from fairseq_g2lstm.atomic_file import write_text_atomic  # noqa: E402
+
 GOAL_VS_CUDNN = 1.3
 GOAL_COPY_SHARE = 0.8
 KERNEL_LABELS = {"cuda": "G2 kernel (cuda)", "host": "G2 kernel (host emulation)", "none": "G2 kernel (cuda)"}
@@ -407,8 +409,7 @@ def main(argv=None) -> int:
     def write():
         if args.out:
             text = sections + ([stopped, ""] if stopped else []) + [summary_table(results, settings, judged)]
-            with open(args.out, "w") as f:
-                f.write("\n".join(text) + "\n")
+            write_text_atomic(args.out, "\n".join(text) + "\n")
 
     for k, (batch, hidden) in enumerate(sizes):
         elapsed = time.monotonic() - start

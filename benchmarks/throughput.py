@@ -51,6 +51,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.common import QUICK_CORPUS, SRC, TGT, CorpusSpec, synthetic_data_bin  # noqa: E402
+from fairseq_g2lstm.atomic_file import write_text_atomic  # noqa: E402
 
 BASELINE = "lstm"
 BEAM = 5
@@ -476,14 +477,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     logging.getLogger("fairseq_cli").setLevel(logging.WARNING)
     if opts.only:  # a child: one model, results to --child-json
         result = measure_model(opts.only, opts)
-        opts.child_json.write_text(json.dumps(result))
+        write_text_atomic(opts.child_json, json.dumps(result))
         return result
     opts.data_is_synthetic = opts.data is None
     results = run_benchmark(opts, argv)
     print(format_table(results))
     path = opts.json or default_json_path(opts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2))
+    write_text_atomic(path, json.dumps(results, indent=2))
     print(f"\nwrote {path}", file=sys.stderr)
     return results
 
