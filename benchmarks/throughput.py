@@ -51,7 +51,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.common import QUICK_CORPUS, SRC, TGT, CorpusSpec, synthetic_data_bin  # noqa: E402
-from fairseq_g2lstm.atomic_file import write_text_atomic  # noqa: E402
 
 BASELINE = "lstm"
 BEAM = 5
@@ -475,6 +474,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     opts = parse_options(argv)
     logging.getLogger("fairseq").setLevel(logging.WARNING)
     logging.getLogger("fairseq_cli").setLevel(logging.WARNING)
+    from fairseq_g2lstm.atomic_file import write_text_atomic  # imports fairseq and torch: not at module load
+
     if opts.only:  # a child: one model, results to --child-json
         result = measure_model(opts.only, opts)
         write_text_atomic(opts.child_json, json.dumps(result))

@@ -3,7 +3,8 @@
 Each function takes data (the numbers ``g2lstm-gates`` writes to its JSON files) and
 returns a :class:`matplotlib.figure.Figure`; it saves nothing and touches no global
 pyplot state. The caller saves it with :func:`save_png` at the size it was built with
-and a fixed dpi, next to the JSON, so that a figure can be redrawn from the JSON without running the model.
+and a fixed dpi, next to the JSON, so that a figure can be redrawn from the JSON without
+running the model.
 
 * :func:`histogram_figure`: the fraction of gate values per bin over [0, 1], one panel
   per gate (input, forget), one filled step series per checkpoint, overlaid.
