@@ -32,15 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import evaluation  # this folder's modules: run.py runs as a script
+import report  # puts this checkout's fairseq_g2lstm first on sys.path, before another install's
+from fairseq_g2lstm.atomic_file import write_text_atomic
+from fairseq_g2lstm.cli_args import configure_logging
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO))  # this checkout's fairseq_g2lstm, not another install's
-
-import evaluation  # noqa: E402  (this folder's modules: run.py runs as a script)
-import report  # noqa: E402
-from fairseq_g2lstm.atomic_file import write_text_atomic  # noqa: E402
-from fairseq_g2lstm.cli_args import configure_logging  # noqa: E402
-
+REPO = report.CHECKOUT
 USER_DIR = str(REPO / "fairseq_g2lstm")
 BIN = Path(sys.executable).parent
 

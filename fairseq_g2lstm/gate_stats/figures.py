@@ -71,7 +71,7 @@ def heatmap_figure(rows: Sequence[Mapping[str, Any]], title: str = "") -> Figure
     Panels have rows input and forget and share one colour bar over [0, 1].
     """
     slanted = slanted_labels(rows)
-    fig = Figure(figsize=heatmap_size(rows), layout="constrained")
+    fig = Figure(figsize=heatmap_size(rows, slanted), layout="constrained")
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
     image = None
     for ax, row in zip(axes, rows):
@@ -101,13 +101,14 @@ def slanted_labels(rows: Sequence[Mapping[str, Any]]) -> bool:
             or any(len(label) > MAX_UPRIGHT_LABEL for row in rows for label in row["columns"]))
 
 
-def heatmap_size(rows: Sequence[Mapping[str, Any]]) -> Tuple[float, float]:
+def heatmap_size(rows: Sequence[Mapping[str, Any]], slanted: bool) -> Tuple[float, float]:
     """The size (inches) of the heatmap of ``rows``: wide enough for its columns, and each
-    panel tall enough for its two rows and its labels (a label slanted at 45 degrees
-    needs its length times sin 45 degrees)."""
+    panel tall enough for its two rows and its labels (``slanted``, from
+    :func:`slanted_labels`: a label slanted at 45 degrees needs its length times sin 45
+    degrees)."""
     columns = max(len(row["columns"]) for row in rows)
     label_depth = 0.3  # one upright line
-    if slanted_labels(rows):
+    if slanted:
         longest = max(len(label) for row in rows for label in row["columns"])
         label_depth = max(label_depth, 0.71 * LABEL_CHAR_INCHES * longest)
     return (min(max(6.0, 2.5 + 0.6 * columns), 24.0), 1.1 + (1.2 + label_depth) * len(rows))
