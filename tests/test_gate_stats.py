@@ -311,6 +311,8 @@ def test_bad_inputs_give_one_error_line(capsys, toy_data, toy_checkpoint, foreig
     assert "not a fairseq checkpoint" in error_line(capsys, [data, "--path", not_fairseq, *common])
     line = error_line(capsys, [data, "--path", str(toy_checkpoint), "--labels", "a", "b", *common])
     assert "--labels has 2 names for 1 checkpoints" in line
+    line = error_line(capsys, [data, "--path", f"{toy_checkpoint}:{toy_checkpoint}", "--labels", "a", *common])
+    assert "--labels has 1 names for 2 checkpoints" in line  # fairseq's colon-separated --path
     line = error_line(capsys, [data, "--path", str(toy_checkpoint), "--layer", "decoder.9", *common])
     assert line.endswith("valid: all, " + ", ".join(EXPECTED_LAYERS))
     assert "'nosplit' split" in error_line(capsys, [data, "--path", str(toy_checkpoint), "--split", "nosplit", *common])

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     add = parser.add_argument
     add("data", nargs="?", metavar="DATA", help="the fairseq data-bin the checkpoints were trained on")
-    add("--path", nargs="+", metavar="CKPT", help="one or more g2lstm checkpoints (.pt), overlaid in the figures")
+    add("--path", nargs="+", metavar="CKPT",
+        help="one or more g2lstm checkpoints (.pt), overlaid in the figures: colon-separated as fairseq takes "
+             "them (a.pt:b.pt), or separate names")
     add("--labels", nargs="+", metavar="LABEL",
         help="one name per checkpoint for legends and file names (default: the file stems, with their folders "
              "where stems repeat)")
@@ -246,6 +248,12 @@ def data_lowercased(data: Path) -> bool:
         return False
 
 
+def checkpoint_paths(values: Sequence[str]) -> List[str]:
+    """The checkpoints of ``--path``: fairseq-generate's form ``a.pt:b.pt`` (split on
+    ``os.pathsep``, as fairseq does) and separate names, or both."""
+    return [part for value in values for part in value.split(os.pathsep) if part]
+
+
 def run(args, argv: Sequence[str]) -> List[Path]:
     """Everything but the parsing: load, measure, write. Returns the files written.
     Raises CheckpointError or GateStatsError for bad input, before any long work."""
@@ -253,6 +261,7 @@ def run(args, argv: Sequence[str]) -> List[Path]:
                           default_labels, file_label, heatmap_columns, load_g2lstm, pick_device, stats_record,
                           token_gates)
 
+    args.path = checkpoint_paths(args.path or [])
     if not args.path:
         raise GateStatsError("--path is required (or --replot JSON...)")
     if args.data is None:
