@@ -137,7 +137,7 @@ def write_report(results_dir: Path, report: Path, arms: Sequence[str], command: 
         "",
         f"Models finished: {len(results)}" + (f" of {planned}" if planned else "") + ". "
         f"Compute: {train_minutes / 60:.1f} h of training and {eval_minutes / 60:.1f} h of evaluation, "
-        f"as wall time on the machine that ran them. {budget_note}",
+        f"summed over the models, as wall time on the machine that ran them. {budget_note}",
         "",
     ]
     if first:
