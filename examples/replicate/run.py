@@ -221,9 +221,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 BUDGET_NOTE = ("Budget: every model trains to its early stop or the 30-epoch cap, whichever comes first, "
                "never to a time limit. On a 2-core CPU machine with two single-threaded runs side by side an "
                "epoch takes about 6 minutes, so a model that reaches the cap takes about 3 hours and the "
-               "9-model grid about 14 hours of elapsed time, over several sessions (it was first sized for 5 hours, before "
-               "the models were seen to keep improving past epoch 20). Some epochs ran beside other work, "
-               "so wall times are upper bounds.")
+               "9-model grid about 14 hours of elapsed time, over several sessions (it was first sized for 5 "
+               "hours, before the models were seen to keep improving past epoch 20). Some epochs ran beside "
+               "other work, so wall times are upper bounds.")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
