@@ -249,9 +249,12 @@ def data_lowercased(data: Path) -> bool:
 
 
 def checkpoint_paths(values: Sequence[str]) -> List[str]:
-    """The checkpoints of ``--path``: fairseq-generate's form ``a.pt:b.pt`` (split on
-    ``os.pathsep``, as fairseq does) and separate names, or both."""
-    return [part for value in values for part in value.split(os.pathsep) if part]
+    """The checkpoints of ``--path``: fairseq-generate's form ``a.pt:b.pt`` (split by
+    fairseq's own ``split_paths``) and separate names, or both. Empty parts, as in
+    ``a.pt:``, are dropped rather than reported as missing files."""
+    from fairseq.utils import split_paths
+
+    return [part for value in values for part in split_paths(value) if part]
 
 
 def run(args, argv: Sequence[str]) -> List[Path]:
