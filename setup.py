@@ -1,12 +1,29 @@
 """fairseq-g2lstm: G2-LSTM (Gumbel-gate LSTM) translation models as a fairseq plugin.
 
-The distribution deliberately does not require the name ``fairseq``: several builds
-provide the ``fairseq`` package (ve-fairseq, fairseq-fixed, a source checkout), and the
-code only imports it. ``requirements.txt`` pins the build measured to work.
+``pip install ".[all]"`` gives every ``g2lstm-*`` command with figures, TensorBoard,
+serving and int8 inference. Install torch first (``pip install torch==2.13.0`` for the
+CPU build, or the CUDA build you want): pip would otherwise pick a torch build for you.
+``requirements.txt`` pins the exact stack that the tests run on.
+
+fairseq comes from the ``ve-fairseq`` distribution, a build of fairseq main that
+installs on Python 3.11 (PyPI's ``fairseq`` 0.12.2 does not). A source checkout of
+fairseq works too: install this package with ``--no-deps`` beside it.
 """
 import os
 
 from setuptools import find_packages, setup
+
+VERSION = "0.2.0"
+
+EXTRAS = {
+    "figures": ["matplotlib>=3.7"],
+    # fairseq's --tensorboard-logdir writer, and the viewer
+    "tensorboard": ["tensorboardX>=2.6", "tensorboard>=2.14"],
+    "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
+    "quantize": ["torchao>=0.12"],
+    "test": ["pytest>=8", "httpx>=0.27", "selenium>=4.20"],
+}
+EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
 
 def cuda_build_options():
@@ -31,11 +48,16 @@ def cuda_build_options():
 
 setup(
     name="fairseq-g2lstm",
-    version="0.1.0",
+    version=VERSION,
     description="G2-LSTM (Towards Binary-Valued Gates for Robust LSTM Training) for fairseq",
+    long_description=open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md"), encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
     packages=find_packages(include=["fairseq_g2lstm", "fairseq_g2lstm.*"]),
-    python_requires=">=3.9",
-    install_requires=["torch>=2.0", "sentencepiece", "sacrebleu"],
+    # The stack (ve-fairseq's wheels, the pinned torch) is tested on Python 3.11 only.
+    python_requires=">=3.11,<3.12",
+    install_requires=["torch>=2.6", "ve-fairseq>=0.12.3", "numpy", "sentencepiece", "sacrebleu>=2.0"],
+    extras_require=EXTRAS,
     entry_points={
         "console_scripts": [
             "g2lstm-prepare-parallel = fairseq_g2lstm.data.prepare_parallel:main",
@@ -46,9 +68,17 @@ setup(
             "g2lstm-average-checkpoints = fairseq_g2lstm.checkpoints.average:main",
             "g2lstm-gates = fairseq_g2lstm.gate_stats.cli:cli_main",
             "g2lstm-compress = fairseq_g2lstm.compress.cli:main",
+            "g2lstm-compression-sweep = fairseq_g2lstm.compress.sweep:main",
+            "g2lstm-export = fairseq_g2lstm.export.cli:main",
+            "g2lstm-serve = fairseq_g2lstm.serve.cli:main",
+            "g2lstm-user-dir = fairseq_g2lstm.__main__:main",
         ]
     },
-    # The CUDA kernel's sources, for its build on first use.
-    package_data={"fairseq_g2lstm.cuda": ["*.cu", "*.cuh", "*.h", "*.cpp"]},
+    package_data={
+        # The CUDA kernel's sources, for its build on first use.
+        "fairseq_g2lstm.cuda": ["*.cu", "*.cuh", "*.h", "*.cpp"],
+        # The server's web page (plain HTML, CSS and JavaScript; no build step).
+        "fairseq_g2lstm.serve": ["static/*"],
+    },
     **cuda_build_options(),
 )
