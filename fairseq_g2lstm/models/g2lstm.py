@@ -124,6 +124,15 @@ class G2LSTMModel(FairseqEncoderDecoderModel):
         super().__init__(encoder, decoder)
         self.log_gate_metrics = log_gate_metrics
 
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", **kwargs):
+        """fairseq's hub loader; a folder written by ``g2lstm-export`` loads from itself alone."""
+        from ..export import hub_from_folder, is_model_folder
+
+        if is_model_folder(model_name_or_path):
+            return hub_from_folder(model_name_or_path, **kwargs)
+        return super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
+
     def upgrade_state_dict_named(self, state_dict, name):
         """Expand the gate weights that ``g2lstm-compress --pack`` stored as codes or SVD
         factors (:mod:`fairseq_g2lstm.compress.packing`), then fairseq's own upgrades.

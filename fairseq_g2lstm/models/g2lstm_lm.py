@@ -85,6 +85,15 @@ class G2LSTMLanguageModel(FairseqLanguageModel):
         super().__init__(decoder)
         self.log_gate_metrics = log_gate_metrics
 
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", **kwargs):
+        """As :meth:`G2LSTMModel.from_pretrained`: a ``g2lstm-export`` folder loads alone."""
+        from ..export import hub_from_folder, is_model_folder
+
+        if is_model_folder(model_name_or_path):
+            return hub_from_folder(model_name_or_path, **kwargs)
+        return super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
+
     def upgrade_state_dict_named(self, state_dict, name):
         """Expand gate weights packed by ``g2lstm-compress --pack`` (as the translation model)."""
         expand_packed(state_dict, prefix=f"{name}." if name else "")
