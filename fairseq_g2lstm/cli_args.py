@@ -43,6 +43,22 @@ def positive_float(text: str) -> float:
     return value
 
 
+def output_file_problem(path: "os.PathLike | str", flag: str) -> Optional[str]:
+    """Why a tool could not write the file ``path`` given by ``flag``, or None: checked
+    before the work, so that a bad path costs no time and leaves nothing half done."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return f"{flag} {path} is a folder; give a file name"
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{flag} {path}: {parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{flag} {path}: cannot write in {parent}"
+    return None
+
+
 def configure_logging(stream: Optional[TextIO] = None) -> None:
     """Log in fairseq's format at ``$LOGLEVEL`` (default INFO) to ``stream`` (default
     stderr). ``force``: importing fairseq has already configured the root logger at

@@ -219,7 +219,8 @@ BAD_INPUTS = {
                           "x.pt has x, unlike"),
     "too few checkpoints": (lambda run, tmp: ["--inputs", run, "--num-epoch-checkpoints", "4"],
                             "found 3 epoch checkpoints (checkpointE.pt), need 4"),
-    "a folder without --num-*": (lambda run, tmp: ["--inputs", run], "is a folder, not a checkpoint file"),
+    "a folder without --num-*": (lambda run, tmp: ["--inputs", run],
+                                 "is a folder; to average its newest checkpoints add --num-epoch-checkpoints N"),
     "missing folder": (lambda run, tmp: ["--inputs", tmp / "none", "--num-update-checkpoints", "2"],
                        "none: no such folder"),
 }
@@ -254,8 +255,76 @@ def test_bad_input_through_the_console_script_has_no_traceback(run_dir, tmp_path
 def test_flag_misuse_is_a_usage_error(tmp_path, capsys, arguments, message):
     with pytest.raises(SystemExit) as exit_:
         main([*arguments, "--output", str(tmp_path / "avg.pt")])
-    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    errors = capsys.readouterr().err.splitlines()
+    assert exit_.value.code == 2 and len(errors) == 1, errors  # one line, no usage block
+    assert errors[0].startswith(f"{PROG}: error: ") and message in errors[0], errors
     assert os.listdir(tmp_path) == []
+
+
+def test_the_folder_of_a_missing_flag_is_named_before_anything_is_printed(run_dir, tmp_path, capsys):
+    status, out, errors = run_main(capsys, "--inputs", run_dir, "--output", tmp_path / "avg.pt")
+    assert status == 2 and out == "" and errors == [
+        f"{PROG}: error: {run_dir} is a folder; to average its newest checkpoints add --num-epoch-checkpoints N "
+        "or --num-update-checkpoints N"]
+
+
+@pytest.mark.parametrize("names, warning", [
+    (["checkpoint1.pt"], "only one checkpoint: the output is {0}'s model without optimizer state"),
+    (["checkpoint1.pt", "checkpoint2.pt", "checkpoint1.pt"], "{0} is given 2 times, so it weighs 2 times in the mean"),
+])
+def test_one_input_or_a_repeated_one_is_warned_about(run_dir, tmp_path, capsys, names, warning):
+    status, _, errors = run_main(capsys, "--inputs", *[run_dir / name for name in names], "--output", tmp_path / "a.pt")
+    assert status == 0 and errors == [f"{PROG}: warning: " + warning.format(run_dir / names[0])]
+    status, _, errors = run_main(capsys, "--inputs", run_dir / "checkpoint1.pt", run_dir / "checkpoint2.pt",
+                                 "--output", tmp_path / "b.pt")
+    assert status == 0 and errors == []
+
+
+def compressed_copy(source, destination, config, pack):
+    from fairseq_g2lstm.compress.apply import compress_checkpoint
+
+    compress_checkpoint(source, destination, config, pack=pack)
+    return destination
+
+
+@pytest.mark.parametrize("method", ["svd", "round"])
+def test_packed_checkpoints_average_as_their_full_matrices(run_dir, tmp_path, method):
+    """The mean of SVD factors is not the factor of the mean: packed inputs are expanded
+    first, so the average equals that of the same checkpoints unpacked, packed or not,
+    mixed with plain ones, and the result carries no compression record."""
+    from fairseq_g2lstm.compress.methods import CompressionConfig
+
+    config = CompressionConfig("svd", rank=3) if method == "svd" else CompressionConfig("round", step=0.01)
+    plain = [compressed_copy(run_dir / name, tmp_path / f"plain{i}.pt", config, False) for i, name in enumerate(EPOCHS)]
+    packed = [compressed_copy(run_dir / name, tmp_path / f"packed{i}.pt", config, True) for i, name in enumerate(EPOCHS)]
+    assert any(".g2pack." in key for key in torch.load(packed[0], map_location="cpu")["model"])
+    inputs = models_of(plain)
+    by_hand = {key: torch.stack([model[key] for model in inputs]).double().mean(0).to(value.dtype)
+               for key, value in inputs[0].items()}
+    for paths in (packed, [packed[0], plain[1], packed[2]], [plain[0], packed[1], plain[2]]):
+        averaged = average_checkpoints(paths)
+        assert list(averaged["model"]) == list(by_hand)
+        assert all(torch.equal(averaged["model"][key], value) for key, value in by_hand.items()), paths
+        assert "compression" not in averaged
+
+
+def test_tied_embeddings_stay_one_tensor_and_are_averaged_once(run_dir, tmp_path):
+    """With --share-all-embeddings the encoder's, decoder's and output embeddings are one
+    tensor; the average must be that tensor's mean, stored once."""
+    tied = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "decoder.fc_out.weight")
+    paths = []
+    for name in EPOCHS[:2]:
+        state = torch.load(run_dir / name, map_location="cpu")
+        for key in tied[1:]:
+            state["model"][key] = state["model"][tied[0]]
+        torch.save(state, tmp_path / name)
+        paths.append(tmp_path / name)
+    assert main(["--inputs", *map(str, paths), "--output", str(tmp_path / "avg.pt")]) == 0
+    model = torch.load(tmp_path / "avg.pt", map_location="cpu")["model"]
+    inputs = models_of(paths)
+    mean = (inputs[0][tied[0]].double() + inputs[1][tied[0]].double()).div(2).float()
+    assert all(torch.equal(model[key], mean) for key in tied)
+    assert len({model[key].untyped_storage().data_ptr() for key in tied}) == 1
 
 
 def test_save_checkpoint_leaves_nothing_behind_when_a_write_fails(tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
 """g2lstm-compress: only the input/forget-gate blocks change, each method computes what
-SPEC section 4 says, packed checkpoints expand bit for bit and load in fairseq's tools,
+the paper's section 4 says, packed checkpoints expand bit for bit and load in fairseq's tools,
 and bad inputs give one error line and no file."""
 import hashlib
 import json
@@ -16,7 +16,8 @@ from conftest import BIN, REPO, USER_DIR
 from fairseq_g2lstm.checkpoints.io import load_checkpoint
 from fairseq_g2lstm.compress.apply import compress_checkpoint, compress_state_dict
 from fairseq_g2lstm.compress.cli import main
-from fairseq_g2lstm.compress.methods import CompressionConfig, pack_bits, unpack_bits
+from fairseq_g2lstm.compress.methods import (CompressionConfig, CompressionError, dequantize, pack_bits, round_codes,
+                                             unpack_bits)
 from fairseq_g2lstm.compress.packing import expanded
 from fairseq_g2lstm.gates import gate_slice
 
@@ -96,7 +97,7 @@ def test_round_gives_multiples_of_the_step_and_round_clip_stays_within_the_clip(
         for name, gate, rows, cols in expected_blocks(source, "recurrent"):
             original, block = source[name][rows, cols].double(), after[name][rows, cols].double()
             clipped = original.clamp(-CLIP, CLIP) if method == "round-clip" else original
-            expected = (STEP * torch.round(clipped / STEP)).float()  # r * round(w / r), SPEC section 4
+            expected = (STEP * torch.round(clipped / STEP)).float()  # r * round(w / r), as in the paper
             assert torch.equal(after[name][rows, cols], expected), (method, name, gate)
             codes = block / STEP
             assert torch.allclose(codes, codes.round(), atol=1e-5)
@@ -281,3 +282,86 @@ def test_packed_checkpoint_generates_the_same_hypotheses_through_the_clis(toy_da
         assert status == 0, err[-2000:]
         hypotheses.append(sorted(line for line in out.splitlines() if line.startswith("H-")))
     assert len(hypotheses[0]) == 20 and hypotheses[0] == hypotheses[1]
+
+
+def test_a_step_whose_codes_would_overflow_is_refused():
+    """A step of 1e-19 makes 1.0 / step about 1e19, past int64: the old code wrapped it
+    around and decoded w = 1.0 as -0.922 without a word."""
+    weight = torch.tensor([[1.0, -0.5], [0.25, 0.0]])
+    with pytest.raises(CompressionError, match=r"--step 1e-19 is too small for weights up to 1: .* use --step 2\.22e-16 or more"):
+        round_codes(weight, 1e-19)
+    codes = round_codes(weight, 2**-40)  # the largest code, 2^40, is still exact
+    assert torch.equal(dequantize(codes, 2**-40, torch.float32), weight)
+
+
+def test_a_too_small_step_is_one_error_line_and_no_file(toy_checkpoint, tmp_path, capsys):
+    status, _, errors = run_main(capsys, toy_checkpoint, tmp_path / "out.pt", "--method", "round", "--step", "1e-19")
+    assert status == 2 and len(errors) == 1, errors
+    assert errors[0].startswith(f"{PROG}: error: --step 1e-19 is too small for weights up to ")
+    assert os.listdir(tmp_path) == []
+
+
+def test_blocks_whose_codes_or_factors_are_not_smaller_stay_floats_when_packed(toy_checkpoint, tmp_path):
+    """Rank 8 of a 16 x 16 block stores 8 (16 + 16) = 256 numbers, as many as the block;
+    a step of 1e-13 needs codes of about 41 bits, more than float32's 32. Packing those
+    would make the file larger, so the blocks stay float32 and the summary says so."""
+    for name, config in [("svd", CompressionConfig("svd", rank=8)), ("round", CompressionConfig("round", step=1e-13))]:
+        plain = compress_checkpoint(toy_checkpoint, tmp_path / f"{name}-plain.pt", config)
+        packed = compress_checkpoint(toy_checkpoint, tmp_path / f"{name}-packed.pt", config, pack=True)
+        assert {b.encoding for b in packed.blocks} == {"float"}, name
+        assert all(b.bits == b.float_bits == 32 * b.shape[0] * b.shape[1] for b in packed.blocks)
+        assert all(b.encoded_bits >= b.float_bits for b in packed.blocks)
+        assert packed.model_bytes_after == plain.model_bytes_after  # nothing to pack: the same tensors
+        assert packed.output_file_bytes <= plain.output_file_bytes + 4096  # (pickle overhead of the record)
+        state = load_checkpoint(tmp_path / f"{name}-packed.pt")["model"]
+        assert not any(".g2pack." in key for key in state)
+        unpacked = load_checkpoint(tmp_path / f"{name}-plain.pt")["model"]
+        assert all(torch.equal(state[key], unpacked[key]) for key in unpacked)
+        text = packed.format()
+        assert "(no smaller)" in text and "x smaller" not in text, text
+        assert f"note: 12 of 12 blocks stay float32 in a packed checkpoint" in text
+
+
+def test_a_block_worth_packing_is_packed_next_to_one_that_is_not(source):
+    """Only the blocks whose codes are narrower than float32 are stored as codes; the
+    others go to P.g2pack.rest bit for bit, and the expansion is exact."""
+    state = dict(source)
+    name = "decoder.layers.weight_hh_l0"
+    wide = state[name].clone()
+    wide[0, 0] = 3e4  # the input gate's block now needs codes of ~42 bits at step 1e-8; the forget gate's does not
+    state[name] = wide
+    config = CompressionConfig("round", step=1e-8)
+    plain, _ = compress_state_dict(state, config)
+    packed, summary = compress_state_dict(state, config, pack=True)
+    encodings = {(b.param, b.gate): b.encoding for b in summary.blocks}
+    assert encodings[(name, "i")] == "float" and encodings[(name, "f")] == "codes"
+    meta = packed[f"{name}.g2pack.meta"].tolist()
+    assert meta[4] == 1 and meta[5:9] == [16, 32, 0, 16]  # one packed block: the forget gate's rows
+    full = expanded(packed)
+    assert all(torch.equal(full[key], plain[key]) for key in plain)
+
+
+def test_compressing_a_checkpoint_onto_itself_is_refused(toy_checkpoint, tmp_path, capsys):
+    source = tmp_path / "model.pt"
+    source.write_bytes(toy_checkpoint.read_bytes())
+    before = source.read_bytes()
+    for target in (source, tmp_path / "." / "model.pt"):
+        status, _, errors = run_main(capsys, source, target, "--method", "round", "--force")
+        assert status == 2 and errors == [
+            f"{PROG}: error: {target} is the input checkpoint; write the compressed model to another file"]
+    assert source.read_bytes() == before and os.listdir(tmp_path) == ["model.pt"]
+
+
+@pytest.mark.parametrize("where, message", [
+    ("folder", "is a folder; give a file name"),
+    ("under a file", "is a file, not a folder"),
+])
+def test_a_summary_path_that_cannot_be_written_fails_before_the_work(toy_checkpoint, tmp_path, capsys, where, message):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    summary = tmp_path / "folder" if where == "folder" else tmp_path / "file" / "summary.json"
+    status, _, errors = run_main(capsys, toy_checkpoint, tmp_path / "out.pt", "--method", "round",
+                                 "--summary-json", summary)
+    assert status == 2 and len(errors) == 1 and errors[0].startswith(f"{PROG}: error: --summary-json "), errors
+    assert message in errors[0]
+    assert sorted(os.listdir(tmp_path)) == ["file", "folder"]  # no OUT.pt

@@ -27,7 +27,13 @@ fairseq-interactive and the hub load unchanged:
 - ``last_optimizer_state`` is None: the optimizer state of one input does not match the
   averaged weights, and for Adam it is twice the model's size. ``fairseq-train
   --restore-file`` on the result starts a fresh optimizer;
-- ``averaged_from``: the input paths, so that the file says how it was made.
+- ``averaged_from``: the input paths, so that the file says how it was made;
+- no ``compression`` record: a packed input (``g2lstm-compress --pack``) is expanded to
+  its full matrices before averaging, because the mean of SVD factors is not the factor
+  of the mean; the mean of compressed weights is itself no longer compressed.
+
+Averaging one checkpoint, or listing a file twice, is allowed (it weighs that file
+twice) but warned about on stderr, since it is usually a typo.
 """
 import argparse
 import re
@@ -38,7 +44,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from ..cli_args import EXIT_INPUT_ERROR, positive_int
+from ..cli_args import EXIT_INPUT_ERROR, OneLineParser, positive_int
+from ..compress.packing import expanded, packed_params
 from .io import CheckpointError, PathLike, check_input, check_output, load_checkpoint, save_checkpoint
 
 PROG = "g2lstm-average-checkpoints"
@@ -115,12 +122,21 @@ def _share_aliases(reference: Dict[str, torch.Tensor], averaged: Dict[str, torch
             averaged[key] = averaged[first]
 
 
+def _full_model(path: Path, require_g2lstm: bool) -> Dict[str, Any]:
+    """The checkpoint at ``path`` with packed weights expanded to full matrices."""
+    state = load_checkpoint(path, require_g2lstm)
+    if packed_params(state["model"]):
+        state["model"] = expanded(state["model"])
+    return state
+
+
 def average_checkpoints(paths: Sequence[PathLike], require_g2lstm: bool = True) -> Dict[str, Any]:
     """The checkpoint whose model is the elementwise mean of the checkpoints at ``paths``.
 
     The result is the first checkpoint's dict with ``model`` replaced by the mean,
-    ``last_optimizer_state`` set to None and ``averaged_from`` added (see the module
-    docstring). Only the first checkpoint, the one being added and a float64 sum per
+    ``last_optimizer_state`` set to None, ``averaged_from`` added and any
+    ``compression`` record dropped (see the module docstring). Packed inputs are
+    expanded first, so packed and plain checkpoints of one model average together. Only the first checkpoint, the one being added and a float64 sum per
     parameter are held in memory, whatever the number of inputs.
 
     Raises :class:`CheckpointError` for an unreadable or non-g2lstm input (see
@@ -131,11 +147,11 @@ def average_checkpoints(paths: Sequence[PathLike], require_g2lstm: bool = True) 
     if not paths:
         raise CheckpointError("no checkpoints to average")
     first = paths[0]
-    state = load_checkpoint(first, require_g2lstm)
+    state = _full_model(first, require_g2lstm)
     reference = state["model"]
     sums = {key: value.to(torch.float64, copy=True) for key, value in reference.items() if value.is_floating_point()}
     for path in paths[1:]:
-        other = load_checkpoint(path, require_g2lstm)["model"]
+        other = _full_model(path, require_g2lstm)["model"]
         _check_same_layout(reference, other, first, path)
         for key, value in other.items():
             if key in sums:
@@ -151,11 +167,24 @@ def average_checkpoints(paths: Sequence[PathLike], require_g2lstm: bool = True) 
     state["model"] = averaged
     state["last_optimizer_state"] = None
     state["averaged_from"] = [str(path) for path in paths]
+    state.pop("compression", None)
     return state
 
 
+def duplicate_warnings(paths: Sequence[Path]) -> List[str]:
+    """Warnings for an average that is probably a mistake: one input, or a file listed
+    more than once (it then weighs more than the others)."""
+    if len(paths) == 1:
+        return [f"only one checkpoint: the output is {paths[0]}'s model without optimizer state"]
+    counts: Dict[Path, int] = {}
+    for path in paths:
+        counts[path.resolve()] = counts.get(path.resolve(), 0) + 1
+    return [f"{path} is given {n} times, so it weighs {n} times in the mean"
+            for path, n in counts.items() if n > 1]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Average the parameters of g2lstm checkpoints into a new checkpoint "
                     "(the flags of fairseq's scripts/average_checkpoints.py).",
@@ -193,10 +222,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_output(args.output, args.force)  # before the slow part
         if count is None:
             paths = [Path(path) for path in args.inputs]
+            folders = [path for path in paths if path.is_dir()]
+            if folders:
+                raise CheckpointError(f"{folders[0]} is a folder; to average its newest checkpoints add "
+                                      "--num-epoch-checkpoints N or --num-update-checkpoints N")
+            paths = [check_input(path) for path in paths]
         else:
             paths = last_checkpoints(args.inputs[0], count, by=by, upper_bound=args.checkpoint_upper_bound)
         print(f"averaging {len(paths)} checkpoint{'s' if len(paths) > 1 else ''}:", *paths, sep="\n  ", flush=True)
         state = average_checkpoints(paths)
+        for warning in duplicate_warnings(paths):  # after the inputs proved good: an error stays one line
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
         save_checkpoint(state, args.output, force=args.force)
     except CheckpointError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Post-hoc compression of the input- and forget-gate weights (SPEC section 4, the
+"""Post-hoc compression of the input- and forget-gate weights (the paper's section 4, the
 paper's Table 4): rounding, rounding with clipping, and truncated SVD.
 
 - ``methods``: the math on one block matrix (and bit packing);

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..checkpoints.io import PathLike, check_output, file_sha256, load_checkpoint, save_checkpoint
 from .blocks import GateBlock, blocks_by_param, check_rank, find_gate_blocks
-from .methods import CompressionConfig, code_bits, relative_error, round_codes, svd_factors
+from .methods import CompressionConfig, CompressionError, code_bits, relative_error, round_codes, svd_factors
 from .packing import EncodedBlock, expanded, pack_weight, packed_params
 
 TOOL = "g2lstm-compress"
@@ -37,10 +37,12 @@ class BlockReport:
     shape: Tuple[int, int]
     relative_error: float  # ||W' - W||_F / ||W||_F
     distinct_values: Optional[int]  # round methods
-    bits: int  # what the compressed block needs: codes at their bit width, or the SVD factors
+    bits: int  # what the compressed block takes packed: its codes or SVD factors, or float_bits if those are not smaller
     float_bits: int  # the block stored in its dtype (float32: 32 per value)
-    parameters: int  # stored numbers: m n for codes, k (m + n) for svd
+    parameters: int  # stored numbers: m n for codes or floats, k (m + n) for svd factors
     dtype: str = "float32"
+    encoding: str = "codes"  # how --pack stores it: "codes", "factors", or "float" when those would not be smaller
+    encoded_bits: int = 0  # what the codes or factors alone would take
 
     def where(self) -> str:
         return f"{self.gate} rows {self.rows[0]}:{self.rows[1]}, cols {self.cols[0]}:{self.cols[1]}"
@@ -96,7 +98,9 @@ class CompressionSummary:
         head = ("tensor", "block", "kind", "shape", "rel.err", "distinct", "stored")
         rows = [head]
         for b in self.blocks:
-            if cfg.rounds:
+            if b.encoding == "float":
+                stored = f"{b.dtype} (the {b.encoded_bits:,}-bit {'codes' if cfg.rounds else 'factors'} are not smaller)"
+            elif cfg.rounds:
                 stored = f"{b.bits // (b.shape[0] * b.shape[1])} bits/value"
             else:
                 stored = f"{b.parameters:,} of {b.shape[0] * b.shape[1]:,} values"
@@ -111,8 +115,13 @@ class CompressionSummary:
         need = (f"{self.bits:,} bits" if cfg.rounds
                 else f"{sum(b.parameters for b in self.blocks):,} values ({self.bits:,} bits)")
         dtype = self.blocks[0].dtype if self.blocks else "float32"
+        smaller = f"{ratio:.1f}x smaller" if self.bits < self.float_bits else "no smaller"
         lines.append(f"gate blocks: {len(self.blocks)} blocks, {values:,} values; compressed they need {need}, "
-                     f"as {dtype} {self.float_bits:,} bits ({ratio:.1f}x smaller)")
+                     f"as {dtype} {self.float_bits:,} bits ({smaller})")
+        floats = sum(b.encoding == "float" for b in self.blocks)
+        if floats:
+            lines.append(f"note: {floats} of {len(self.blocks)} blocks stay {dtype} in a packed checkpoint: "
+                         f"their {'codes' if cfg.rounds else 'factors'} would take at least as many bits")
         if self.distinct_values is not None:
             shown = ", ".join(f"{v:g}" for v in self.distinct_values[:12])
             more = f", ... ({len(self.distinct_values)} in all)" if len(self.distinct_values) > 12 else ""
@@ -187,11 +196,13 @@ def compress_state_dict(
             item = _encode(block, original, config)
             new = item.decode(config.step, weight.dtype)
             compressed[block.rows, block.cols] = new
-            encoded.append(item)
-            summary.blocks.append(_report(block, original, new, item, weight.dtype))
+            report = _report(block, original, new, item, weight.dtype)
+            if report.encoding != "float":  # a block whose codes are no smaller stays in P.g2pack.rest
+                encoded.append(item)
+            summary.blocks.append(report)
             if item.codes is not None:
                 values.update(new.unique().tolist())
-        if pack:
+        if pack and encoded:
             out.update(pack_weight(name, compressed, encoded, config.step))
         else:
             out[name] = compressed
@@ -206,17 +217,24 @@ def compress_state_dict(
 
 
 def _report(block: GateBlock, original: Tensor, new: Tensor, item: EncodedBlock, dtype: torch.dtype) -> BlockReport:
+    """The block's record; its ``encoding`` is "float" when the codes (wider than the
+    dtype) or the factors (rank k with k (m + n) >= m n) would not be smaller than the
+    block's own floats, which is then how a packed checkpoint stores it."""
     width = torch.finfo(dtype).bits
     rows, cols = block.shape
+    float_bits = width * rows * cols
     if item.codes is not None:
         bits_each, _ = code_bits(item.codes)
-        bits, parameters, distinct = bits_each * rows * cols, rows * cols, int(new.unique().numel())
+        encoding, bits, parameters, distinct = "codes", bits_each * rows * cols, rows * cols, int(new.unique().numel())
     else:
         parameters = item.factors[0].numel() + item.factors[1].numel()
-        bits, distinct = width * parameters, None
+        encoding, bits, distinct = "factors", width * parameters, None
+    encoded_bits = bits
+    if bits >= float_bits:
+        encoding, bits, parameters = "float", float_bits, rows * cols
     return BlockReport(block.param, block.gate, block.kind, (block.row_start, block.row_end),
                        (block.col_start, block.col_end), block.shape, relative_error(original, new), distinct,
-                       bits, width * rows * cols, parameters, str(dtype).replace("torch.", ""))
+                       bits, float_bits, parameters, str(dtype).replace("torch.", ""), encoding, encoded_bits)
 
 
 def compress_checkpoint(
@@ -232,10 +250,13 @@ def compress_checkpoint(
 
     Raises :class:`~fairseq_g2lstm.checkpoints.io.CheckpointError` (missing, unreadable
     or non-g2lstm source; existing output without ``force``) or
-    :class:`~fairseq_g2lstm.compress.methods.CompressionError` (e.g. a rank larger
-    than a block) before anything is written; the write itself is atomic.
+    :class:`~fairseq_g2lstm.compress.methods.CompressionError` (a rank larger than a
+    block, a step whose codes would overflow, ``output`` being ``source``) before
+    anything is written; the write itself is atomic.
     """
     check_output(output, force)
+    if Path(output).exists() and Path(source).exists() and os.path.samefile(source, output):
+        raise CompressionError(f"{output} is the input checkpoint; write the compressed model to another file")
     state = load_checkpoint(source)
     sha256 = file_sha256(source)
     model, summary = compress_state_dict(state["model"], config, pack)

@@ -1,7 +1,7 @@
 """Which gate blocks of a g2lstm state dict the compression touches.
 
 Only the input-gate and forget-gate rows (:func:`fairseq_g2lstm.gates.gate_slice` of
-``i`` and ``f``) of LSTM weight matrices are compressed (SPEC section 4). Parameter
+``i`` and ``f``) of LSTM weight matrices are compressed (the paper's section 4). Parameter
 names and layouts (``[4H, K]``, block order i, f, g, o) are those of
 :class:`~fairseq_g2lstm.rnn.G2LSTM` (the translation encoder, ``encoder.lstm.``, and the
 language model, ``decoder.lstm.``) and :class:`~fairseq_g2lstm.rnn.CellStack` (the

@@ -2,7 +2,7 @@
 
 Usage::
 
-    # the paper's translation settings (SPEC section 4, Table 4)
+    # the paper's translation settings (the paper's section 4, Table 4; docs/paper.md)
     g2lstm-compress checkpoint_best.pt round.pt --method round --step 0.5
     g2lstm-compress checkpoint_best.pt round_clip.pt --method round-clip --step 0.5 --clip 1.0
     g2lstm-compress checkpoint_best.pt svd32.pt --method svd --rank 32
@@ -26,7 +26,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..atomic_file import write_text_atomic
-from ..cli_args import EXIT_INPUT_ERROR, OneLineParser, positive_float, positive_int
+from ..cli_args import EXIT_INPUT_ERROR, OneLineParser, output_file_problem, positive_float, positive_int
 from .methods import METHODS, PAPER_CLIP, PAPER_STEP, SCOPES, CompressionConfig, CompressionError
 
 PROG = "g2lstm-compress"
@@ -75,6 +75,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.summary_json:
+        problem = output_file_problem(args.summary_json, "--summary-json")
+        if problem:
+            parser.error(problem)
     try:
         config = config_from_args(args)
         summary = compress_checkpoint(args.input, args.output, config, pack=args.pack, force=args.force)

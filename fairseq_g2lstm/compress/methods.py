@@ -1,4 +1,4 @@
-"""The compression math of the paper's Table 4 (SPEC section 4), on one gate block matrix.
+"""The compression math of the paper's Table 4 (section 4; see docs/paper.md), on one gate block matrix.
 
 Every method is split into an *encode* step that turns a block ``W [m,n]`` into what a
 packed checkpoint stores, and a *decode* step that turns that back into the compressed
@@ -29,7 +29,7 @@ METHODS = ("round", "round-clip", "svd")
 METHOD_PARAMS = {"round": ("step",), "round-clip": ("step", "clip"), "svd": ("rank",)}
 SCOPES = ("recurrent", "all")
 
-# The paper's translation setting (SPEC section 4): values in {0, +-0.5, +-1}; k = 32 and 16.
+# The paper's translation setting (section 4): values in {0, +-0.5, +-1}; k = 32 and 16.
 PAPER_STEP = 0.5
 PAPER_CLIP = 1.0
 PAPER_RANKS = (32, 16)
@@ -128,12 +128,28 @@ class CompressionConfig:
 
 
 # --- rounding ------------------------------------------------------------------------
+MAX_CODE = 2**52
+"""The largest code magnitude accepted. Codes are int64, but their range (max - min) must
+also fit in int64 for bit packing, and every code up to 2^53 is exact in the float64
+that decoding multiplies; 2^52 keeps both with room to spare. A step that needs more is
+far below any weight's precision and would otherwise wrap around silently."""
+
+
 def round_codes(weight: Tensor, step: float, clip: Optional[float] = None) -> Tensor:
-    """weight [m,n] -> int64 codes [m,n], ``round(clip(weight, -c, c) / step)``."""
+    """weight [m,n] -> int64 codes [m,n], ``round(clip(weight, -c, c) / step)``.
+
+    Raises :class:`CompressionError` when a code would exceed :data:`MAX_CODE`."""
     x = weight.to(torch.float64)
     if clip is not None:
         x = x.clamp(-clip, clip)
-    return torch.round(x / step).to(torch.int64)
+    scaled = torch.round(x / step)
+    largest = float(scaled.abs().max()) if scaled.numel() else 0.0
+    if not largest <= MAX_CODE:  # also catches inf and nan
+        biggest = float(x.abs().max())
+        raise CompressionError(f"--step {step:g} is too small for weights up to {biggest:g}: the codes would reach "
+                               f"{largest:.3g}, beyond the 2^52 that are stored exactly; use --step "
+                               f"{biggest / MAX_CODE:.3g} or more")
+    return scaled.to(torch.int64)
 
 
 def dequantize(codes: Tensor, step: float, dtype: torch.dtype) -> Tensor:
