@@ -1,17 +1,22 @@
-# The paper's translation recipe (SPEC.md section 3), shared by examples/iwslt14/run.sh and
+# The paper's translation experiments (docs/paper.md), shared by examples/iwslt14/run.sh and
 # examples/wmt14/run.sh, which set the dataset's variables and call `paper_recipe`:
 #   prepare the official archives -> train plain, sharpened and G2 models with identical
-#   flags -> beam-5 sacreBLEU -> the compression table (Table 4) -> the gate histograms.
+#   flags -> beam-5 sacreBLEU -> the compression table -> the gate histograms.
+# The training flags (architecture, optimiser, batch, stopping rule) are the project's
+# recipe for the dataset's scale, read from fairseq_g2lstm/data/next_commands.py, the one
+# place they are stated (docs/recipes.md).
 #
 # What a dataset script sets:
-#   DATASET, PREPARE (the g2lstm-prepare-* command, without --destdir), ARCH, SRC, TGT,
-#   BATCH (sentences), EPOCHS
+#   DATASET (iwslt14 or wmt14: also the recipe's name), PREPARE (the g2lstm-prepare-*
+#   command, without --destdir), SRC, TGT
 # Knobs (environment; defaults are the full recipe):
 #   OUT            work folder (default work/$DATASET)
 #   ARMS           gate modes to train (default "plain sharpened gumbel")
 #   SEEDS          seeds per arm (default "1": the paper reports one run each)
+#   EPOCHS         epoch cap, instead of the recipe's (30 for iwslt14, 10 for wmt14)
 #   DEVICE_ARGS    extra flags for every fairseq command, e.g. "--cpu"
-#   TRAIN_ARGS     extra fairseq-train flags for every arm alike, e.g. "--max-update 4"
+#   TRAIN_ARGS     extra fairseq-train flags for every arm alike, e.g. "--max-update 4";
+#                  they come after the recipe's, so they override them
 #   GEN_ARGS       extra fairseq-generate flags (default "--batch-size 128")
 #   RANKS          SVD ranks of the compression table (default "32 16")
 #   GATE_SENTENCES training pairs for the gate histograms (default 10000)
@@ -20,6 +25,13 @@
 set -euo pipefail
 
 recipe_stage() { printf '\n== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+# recipe_value FLAG WORDS...: the word after FLAG in WORDS
+recipe_value() {
+    local flag=$1; shift
+    while [ $# -gt 1 ]; do [ "$1" = "$flag" ] && { echo "$2"; return; }; shift; done
+    return 1
+}
 
 paper_recipe() {
     local repo out arms seeds data
@@ -30,19 +42,23 @@ paper_recipe() {
     data="$out/data-bin"
     local device=(${DEVICE_ARGS:-}) train_extra=(${TRAIN_ARGS:-}) gen_extra=(${GEN_ARGS:---batch-size 128})
     local langs=(--source-lang "$SRC" --target-lang "$TGT")
+    local recipe_flags recipe epochs
+    recipe_flags=$(python "$repo/fairseq_g2lstm/data/next_commands.py" "$DATASET")
+    read -ra recipe <<< "$recipe_flags"
+    epochs=${EPOCHS:-$(recipe_value --max-epoch "${recipe[@]}")}
 
     recipe_stage "1. prepare $DATASET into $data"
     if [ ! -f "$data/manifest.json" ]; then
         $PREPARE --destdir "$data" --force
     fi
 
-    local train=(fairseq-train "$data" --user-dir "$repo/fairseq_g2lstm" "${langs[@]}" --arch "$ARCH"
-                 --optimizer adadelta --lr 1.0 --clip-norm 2.0 --batch-size "$BATCH" --max-epoch "$EPOCHS"
-                 --no-epoch-checkpoints --log-format simple --log-interval 100 "${device[@]}" "${train_extra[@]}")
+    local train=(fairseq-train "$data" --user-dir "$repo/fairseq_g2lstm" "${langs[@]}" "${recipe[@]}"
+                 --max-epoch "$epochs" --no-epoch-checkpoints --log-format simple --log-interval 100
+                 "${device[@]}" "${train_extra[@]}")
 
     if [ -n "${TIME_STEPS:-}" ]; then
         recipe_stage "timing $TIME_STEPS updates of the G2 arm"
-        python "$repo/examples/step_time.py" --steps "$TIME_STEPS" --epochs "$EPOCHS" -- \
+        python "$repo/examples/step_time.py" --steps "$TIME_STEPS" --epochs "$epochs" -- \
             "${train[@]}" --gate-mode gumbel --save-dir "$out/timing" --no-save
         return
     fi

@@ -1,5 +1,6 @@
-"""The paper's full-scale recipes (examples/iwslt14, examples/wmt14) run end to end on tiny
-fixtures in the official archive formats, with a few updates, so that they cannot rot."""
+"""The paper's full-scale experiments (examples/iwslt14, examples/wmt14) run end to end on tiny
+fixtures in the official archive formats, with a few updates, so that they cannot rot; and they
+train with the one recipe per scale that fairseq_g2lstm/data/next_commands.py states."""
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ from pathlib import Path
 
 
 from conftest import REPO
+from fairseq_g2lstm.data.next_commands import PAPER_IWSLT14, RECIPES, main as print_recipe
 from test_data_prepare import TINY_VOCAB, iwslt_fixture, write_tgz, write_wmt_orig
 
 BIN = Path(sys.executable).parent
@@ -52,7 +54,10 @@ def test_iwslt14_recipe_trains_three_arms_and_writes_the_tables(tmp_path):
     settings = []
     for label in labels:
         args = vars(torch.load(out / "checkpoints" / label / "checkpoint_best.pt")["cfg"]["model"])
-        assert args["optimizer"] == "adadelta" and args["batch_size"] == 32 and args["clip_norm"] == 2.0
+        assert args["arch"] == "g2lstm_iwslt" and args["optimizer"] == "adam" and args["lr"] == [0.002]
+        assert args["clip_norm"] == 2.0 and args["batch_size"] == 32 and args["max_epoch"] == 30
+        assert args["lr_scheduler"] == "reduce_lr_on_plateau" and args["lr_shrink"] == 0.5
+        assert args["lr_patience"] == 0 and args["patience"] == 4
         settings.append({k: v for k, v in args.items() if k not in ("gate_mode", "save_dir")})
     assert settings[0] == settings[1] == settings[2]
 
@@ -78,3 +83,16 @@ def test_time_steps_measures_and_projects(tmp_path):
             os.environ.pop(key)
     assert "measured:" in log and "s/update" in log and "projected: 30 epochs" in log
     assert not (out / "checkpoints").exists()
+
+
+def test_the_recipe_prints_as_one_line_of_train_flags(capsys):
+    assert print_recipe(["iwslt14"]) == 0
+    words = capsys.readouterr().out.split()
+    assert words[:2] == ["--arch", "g2lstm_iwslt"] and tuple(words[2:]) == PAPER_IWSLT14.train_args
+    assert words[words.index("--batch-size") + 1] == "32" and words[words.index("--max-epoch") + 1] == "30"
+    assert print_recipe(["wmt14"]) == 0
+    words = capsys.readouterr().out.split()
+    assert words[:2] == ["--arch", "g2lstm_wmt"] and words[words.index("--batch-size") + 1] == "64"
+    # both scales share the optimiser and the stopping rule; only the batch and the cap differ
+    differing = set(RECIPES["iwslt14"].train_args) ^ set(RECIPES["wmt14"].train_args)
+    assert differing == {"32", "64", "30", "10"}

@@ -7,7 +7,7 @@ set -euo pipefail
 source "$(dirname "$0")/../paper_recipe.sh"
 
 ARCHIVE=${1:?usage: bash examples/iwslt14/run.sh de-en.tgz [--download]}
-DATASET=iwslt14
+DATASET=iwslt14   # also the name of the training recipe (docs/recipes.md)
 PREPARE="g2lstm-prepare-iwslt14 $ARCHIVE ${2:-} --vocab-size ${VOCAB:-25000} --max-subwords 64"
-ARCH=g2lstm_iwslt SRC=de TGT=en BATCH=32 EPOCHS=${EPOCHS:-30}
+SRC=de TGT=en
 paper_recipe

@@ -7,7 +7,7 @@ set -euo pipefail
 source "$(dirname "$0")/../paper_recipe.sh"
 
 ORIG=${1:?usage: bash examples/wmt14/run.sh wmt14-orig/ [--download]}
-DATASET=wmt14
+DATASET=wmt14     # also the name of the training recipe (docs/recipes.md)
 PREPARE="g2lstm-prepare-wmt14 $ORIG ${2:-} --vocab-size ${VOCAB:-32000} --workers ${WORKERS:-8}"
-ARCH=g2lstm_wmt SRC=en TGT=de BATCH=64 EPOCHS=${EPOCHS:-10}
+SRC=en TGT=de
 paper_recipe
