@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Validate the fused CUDA G2 gate kernel on a GPU machine, in one call of at most 600 s:
+# Validate the fused CUDA G2 gate kernel on a GPU machine, in one run of at most 540 s:
 #   env       versions (env.log)
 #   locks     remove stale torch-extension build locks (a killed build leaves one, and the
 #             next load would wait on it forever)
@@ -21,10 +21,9 @@
 # phase gets what is left (some have a cap), and a phase with less left than its minimum
 # is skipped. Exit status 0 only when no phase failed or ran out of time.
 #
-#   bash scripts/gpu_check.sh              # on the GPU machine; with the device tool:
-#                                          # run(command="bash scripts/gpu_check.sh", timeout_s=600)
-#   bash scripts/gpu_check.sh --fake-gpu   # (or G2LSTM_FAKE_GPU=1) on a CPU machine: the same
-#                                          # phases with the host emulation in the GPU's place
+#   bash scripts/gpu_check.sh              # on the GPU machine, from the repository root
+#   bash scripts/gpu_check.sh --fake-gpu   # (or G2LSTM_FAKE_GPU=1) on a CPU machine: a dry run
+#                                          # of the script, the host emulation in the GPU's place
 #
 # --fake-gpu checks the script, not the kernel: it builds the host emulation instead of the
 # CUDA extension, runs the tests on the host backend, runs the memcheck cases on the host
@@ -32,8 +31,8 @@
 # with the host emulation as the kernel row; the summary says so.
 #
 # Needs torch (with CUDA on the GPU machine), ninja, a C++ compiler, pytest, and nvcc for the
-# CUDA build; neither fairseq nor the network. Wheels carried in .whl/ (run(..., carry=[".whl"]))
-# are installed into /tmp/site first, e.g. fairseq for the fairseq training-step test.
+# CUDA build; neither fairseq nor the network. Wheel files placed in .whl/ (in the repository
+# root) are installed into /tmp/site first, e.g. fairseq for the fairseq training-step test.
 # Variables: OUT, PYTHON (default python3), TORCH_EXTENSIONS_DIR (default
 # /tmp/g2lstm-torch-extensions), G2LSTM_GPU_CHECK_DEADLINE (seconds), and, for the test of
 # this script, G2LSTM_GPU_CHECK_PYTEST_K (a pytest -k filter for the tests phase).

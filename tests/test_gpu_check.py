@@ -4,7 +4,7 @@ killed from outside.
 
 Every run hides fairseq and sentencepiece from Python (a ``sitecustomize`` on
 PYTHONPATH), as on the GPU machine, which has neither. The runs get a private
-TORCH_EXTENSIONS_DIR that starts from a copy of this session's host-emulation build, so
+TORCH_EXTENSIONS_DIR that starts from a copy of this test run's host-emulation build, so
 the fake run does not compile it again; a stale build lock is planted in it, which the
 script must remove (else the build would wait on it forever).
 """
@@ -171,7 +171,7 @@ def test_a_run_killed_from_outside_still_leaves_a_summary_of_what_it_reached(tmp
             if summary_file.exists() and phase_lines(summary_file.read_text()).get("env", ("",))[0] == "running":
                 break
             time.sleep(0.1)
-    finally:  # the device tool's limit: every process of the run, at once
+    finally:  # as a job scheduler's time limit does: every process of the run, at once
         for pid in [proc.pid] + descendants(proc.pid):
             try:
                 os.kill(pid, signal.SIGKILL)
