@@ -71,7 +71,7 @@ def test_sharpened_layer_applies_tau_in_train_and_eval_alike(kernel):
     unscaled.load_state_dict(ours.state_dict())
     x = torch.randn(7, 3, 6)
     train_out, eval_out = ours.train()(x)[0], ours.eval()(x)[0]
-    assert torch.equal(train_out, eval_out)  # deterministic: no noise in either
+    assert torch.allclose(train_out, eval_out, atol=1e-6)  # no noise in either (eval: torch's fused kernel)
     assert torch.allclose(train_out, scaled(x)[0], atol=1e-5)
     assert not torch.allclose(train_out, unscaled(x)[0], atol=1e-3)
 

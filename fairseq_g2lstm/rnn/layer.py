@@ -11,6 +11,13 @@ between the two; in plain mode it computes what ``nn.LSTM`` computes. Two additi
 
 Dropout applies between layers only (non-recurrent connections), as in ``nn.LSTM``.
 ``weight_drop`` adds AWD-LSTM's DropConnect on the recurrent weights (off by default).
+
+Inference fast path: in eval mode with soft gates (every mode but ``--gate-eval hard``)
+a G2 layer is a standard LSTM (sharpened gates with their temperature folded into the
+weights), so unless a caller asks for the gates (``gate_recorder``) or passes its own
+noise, each direction runs through torch's fused LSTM kernel
+(:func:`~fairseq_g2lstm.rnn.sequence.sequence_native`). ``kernel="reference"`` and
+``kernel="cuda"`` keep their own paths.
 """
 import math
 from typing import Callable, List, Optional, Sequence, Tuple, Union
@@ -21,7 +28,7 @@ from torch import Tensor, nn
 
 from .. import cuda as cuda_kernel
 from ..gates import NUM_GATES, NUM_NOISY_GATES, GateConfig, GateSpec, sample_gate_noise
-from .sequence import sequence_fused, sequence_reference
+from .sequence import sequence_fused, sequence_native, sequence_reference
 
 KERNELS = ("auto", "cuda", "torch", "reference")
 
@@ -171,6 +178,7 @@ class G2LSTM(nn.Module):
         if lengths is None:
             lengths = torch.full((batch,), steps, dtype=torch.long)
         lengths = lengths.cpu()
+        native = self.uses_native_kernel(noise is None and gate_recorder is None)
         order = None
         if self.kernel != "reference" and bool((lengths[:-1] < lengths[1:]).any()):
             order = torch.sort(lengths, descending=True, stable=True).indices
@@ -179,7 +187,7 @@ class G2LSTM(nn.Module):
                 state = tuple(s.index_select(1, order.to(s.device)) for s in state)
             if noise is not None:
                 noise = [n.index_select(1, order.to(n.device)) for n in noise]
-        out, h_n, c_n, gates = self._forward_sorted(x, lengths, state, noise)
+        out, h_n, c_n, gates = self._forward_sorted(x, lengths, state, noise, native)
         if order is not None:
             inverse = torch.empty_like(order)
             inverse[order] = torch.arange(batch)
@@ -196,10 +204,18 @@ class G2LSTM(nn.Module):
                     k += 1
         return out, (h_n, c_n)
 
-    def _forward_sorted(self, x, lengths, state, noise):
+    def uses_native_kernel(self, gates_unobserved: bool = True) -> bool:
+        """Whether a forward runs through torch's fused LSTM kernel (module docstring):
+        eval mode, soft gates, the ``auto`` or ``torch`` kernel, and ``gates_unobserved``
+        (no gate recorder, no explicit noise)."""
+        spec = self.gate.resolve(self.training)
+        return (gates_unobserved and not self.training and not spec.hard and not spec.noisy
+                and self.kernel in ("auto", "torch"))
+
+    def _forward_sorted(self, x, lengths, state, noise, native: bool):
         steps, batch, _ = x.shape
         spec = self.gate.resolve(self.training)
-        run = self._sequence_runner(x)
+        run = None if native else self._sequence_runner(x)
         total_dirs = len(self._param_names)
         if state is None:
             zeros = x.new_zeros(total_dirs, batch, self.hidden_size)
@@ -211,11 +227,16 @@ class G2LSTM(nn.Module):
             outs = []
             for direction in range(dirs):
                 w_ih, w_hh, b_ih, b_hh = (getattr(self, n) for n in self._param_names[k])
-                w_hh = self._drop_connect(w_hh)
                 inp = x if direction == 0 else reverse_padded(x, lengths)
-                x_proj = F.linear(inp, w_ih, b_ih + b_hh)  # [T,B,4H], one product for all steps
-                eps = None if draws_own else self._noise(noise, k, spec, steps, batch, x)
-                out, h, c, g = run(x_proj, w_hh, state[0][k], state[1][k], lengths, spec, eps)
+                if native:
+                    out, h, c = sequence_native(inp, (w_ih, w_hh, b_ih, b_hh), state[0][k], state[1][k],
+                                                lengths, spec)
+                    g = None
+                else:
+                    w_hh = self._drop_connect(w_hh)
+                    x_proj = F.linear(inp, w_ih, b_ih + b_hh)  # [T,B,4H], one product for all steps
+                    eps = None if draws_own else self._noise(noise, k, spec, steps, batch, x)
+                    out, h, c, g = run(x_proj, w_hh, state[0][k], state[1][k], lengths, spec, eps)
                 outs.append(out if direction == 0 else reverse_padded(out, lengths))
                 h_n.append(h)
                 c_n.append(c)

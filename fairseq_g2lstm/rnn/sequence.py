@@ -14,11 +14,15 @@ gates of every step (zero at padding, no gradient), for gate statistics.
   everything that does not depend on the previous step done for all steps at once;
   a hand-written backward with a short reverse loop and the recurrent weight gradient
   as one matrix product afterwards.
+* :func:`sequence_native` - inference only: torch's own fused LSTM kernel (oneDNN on
+  the CPU, cuDNN on CUDA) on the raw input. It has no gates output and no noise, so it
+  serves soft gates without noise: plain gates, and sharpened ones once the temperature
+  is folded into the weights.
 """
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, _VF
 from torch.autograd.function import once_differentiable
 
 from ..gates import GateSpec, prescale_preact, prescale_weight
@@ -142,3 +146,46 @@ def sequence_fused(
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Fast path with the contract of :func:`sequence_reference`; lengths sorted decreasing."""
     return SequenceFunction.apply(x_proj, w_hh, h0, c0, noise, lengths, spec)
+
+
+def sequence_native(
+    x: Tensor, weights: Sequence[Tensor], h0: Tensor, c0: Tensor, lengths: Tensor, spec: GateSpec,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """One direction through torch's fused LSTM kernel; lengths sorted decreasing.
+
+    x: [T,B,I] the raw input (the kernel does the input projection);
+    weights: ``(w_ih [4H,I], w_hh [4H,H], b_ih [4H], b_hh [4H])``;  h0, c0: [B,H].
+    spec: soft gates without noise; its temperature is folded into the i/f rows of every
+    weight and bias (:func:`prescale_weight`), which is exact: ``sigmoid(a / tau)`` with
+    ``a`` affine in the weights.
+    Returns out [T,B,H] (zero at padding), h_n and c_n [B,H]: the contract of
+    :func:`sequence_reference` without the gates.
+
+    The kernel returns the cell state of its last step only, so the time axis is cut at
+    every distinct length: each segment runs the rows still active (a prefix, as the
+    rows are sorted) from the previous segment's state, and the rows that end with the
+    segment take its final state. A batch without padding is one call.
+    """
+    if spec.hard or spec.noisy:
+        raise ValueError("the fused LSTM kernel computes soft gates without noise")
+    weights = [prescale_weight(w, spec) for w in weights]
+    steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
+    lengths = lengths.tolist()
+    ends = sorted({n for n in lengths if n > 0})
+    if ends == [steps] and lengths[-1] == steps:  # no padding: one call
+        out, h_n, c_n = _VF.lstm(x, (h0.unsqueeze(0), c0.unsqueeze(0)), weights, True, 1, 0.0, False, False, False)
+        return out, h_n[0], c_n[0]
+    out = x.new_zeros(steps, batch, hidden)
+    # Final states, filled from the last rows upward: rows of length 0 keep h0/c0.
+    active = sum(n > 0 for n in lengths)
+    final_h, final_c = [h0[active:]], [c0[active:]]
+    h, c, start = h0[:active], c0[:active], 0
+    for end in ends:
+        seg_out, h_seg, c_seg = _VF.lstm(x[start:end, :active], (h.unsqueeze(0), c.unsqueeze(0)), weights,
+                                         True, 1, 0.0, False, False, False)
+        out[start:end, :active] = seg_out
+        still = sum(n > end for n in lengths)  # rows that go on past this segment
+        final_h.append(h_seg[0, still:])
+        final_c.append(c_seg[0, still:])
+        h, c, start, active = h_seg[0, :still], c_seg[0, :still], end, still
+    return out, torch.cat(final_h[::-1]), torch.cat(final_c[::-1])

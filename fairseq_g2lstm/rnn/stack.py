@@ -9,19 +9,27 @@ fairseq's ``lstm``). ``x_t`` is known for every step in advance (teacher forcing
 current token when generating), so its share of the projection is one matrix product
 for all steps (:meth:`CellStack.project_inputs`); a step only adds the feed and
 recurrent products.
+
+:meth:`CellStack.stepper` picks the step for one forward pass. At inference with soft
+gates, when no one reads the gates, each layer is exactly a standard LSTM cell (the
+sharpened temperature folded into the weights), so a step is torch's own LSTM cell
+(:meth:`CellStack.native_step`): the whole cell in one call, without Python per op.
 """
 import math
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor, _VF, nn
 
 from ..cuda import cuda_cell_step
-from ..gates import NUM_GATES, NUM_NOISY_GATES, GateConfig, GateSpec, sample_gate_noise
+from ..gates import NUM_GATES, NUM_NOISY_GATES, GateConfig, GateSpec, prescale_weight, sample_gate_noise
 from .cell import cell_step, fused_cell_step
 
 StepWeights = List[Tuple[Optional[Tensor], Tensor, Optional[Tensor]]]
+CellWeights = List[Tuple[Tensor, Tensor, Tensor, Tensor]]
+Stepper = Callable[[int, Optional[Tensor], List[Tensor], List[Tensor]],
+                   Tuple[List[Tensor], List[Tensor], Optional[List[Tensor]]]]
 
 
 class CellStack(nn.Module):
@@ -126,3 +134,51 @@ class CellStack(nn.Module):
             gates.append(g)
             inp = F.dropout(h, self.dropout, self.training) if self.dropout > 0 else h
         return new_h, new_c, gates
+
+    def uses_native_cell(self, spec: GateSpec, gates_unobserved: bool) -> bool:
+        """Whether a forward with ``spec`` steps through torch's LSTM cell: eval mode,
+        soft gates without noise, the ``auto`` or ``torch`` kernel, gates unobserved."""
+        return (gates_unobserved and not self.training and not spec.hard and not spec.noisy
+                and self.kernel in ("auto", "torch"))
+
+    def native_step(self, x: Tensor, feed: Optional[Tensor], hiddens: List[Tensor], cells: List[Tensor],
+                    weights: CellWeights) -> Tuple[List[Tensor], List[Tensor]]:
+        """One step of every layer through torch's LSTM cell, without gates.
+
+        x: [B,E] this step's input;  feed: [B,F] or None;  hiddens, cells: L tensors [B,H];
+        weights: per layer ``(w_ih, w_hh, b_ih, b_hh)``, prescaled for the gate spec.
+        Returns the new hiddens and cells.
+        """
+        inp = x if feed is None else torch.cat((x, feed), dim=1)  # [B,E+F], nn.LSTMCell's column order
+        new_h, new_c = [], []
+        for layer, params in enumerate(weights):
+            h, c = _VF.lstm_cell(inp, (hiddens[layer], cells[layer]), *params)
+            new_h.append(h)
+            new_c.append(c)
+            inp = F.dropout(h, self.dropout, self.training) if self.dropout > 0 else h
+        return new_h, new_c
+
+    def stepper(self, x: Tensor, spec: GateSpec, gates_unobserved: bool) -> Stepper:
+        """The step function of one forward pass over x [T,B,E].
+
+        Returns ``step(t, feed, hiddens, cells) -> (hiddens, cells, gates)`` (see
+        :meth:`step`; ``gates`` is None on the native path). What a pass shares is done
+        here once: the input projection, the weights' layout and the noise of all steps.
+        """
+        if self.uses_native_cell(spec, gates_unobserved):
+            weights = [tuple(prescale_weight(w, spec) for w in self.layer_params(layer))
+                       for layer in range(self.num_layers)]
+            inputs = x.unbind(0)
+
+            def native(t, feed, hiddens, cells):
+                return (*self.native_step(inputs[t], feed, hiddens, cells, weights), None)
+
+            return native
+        x_proj = self.project_inputs(x).unbind(0)  # T x [B,4H]; unbind, not x_proj[t]: one backward node
+        weights = self.step_weights()
+        noise = self.sample_noise(x.shape[0], x.shape[1], spec, x)
+
+        def fused(t, feed, hiddens, cells):
+            return self.step(x_proj[t], feed, hiddens, cells, weights, spec, None if noise is None else noise[t])
+
+        return fused
