@@ -277,14 +277,11 @@ class G2LSTMDecoder(FairseqIncrementalDecoder):
         memory = self.attention.memory(encoder_out["encoder_out"][0], encoder_out["encoder_padding_mask"][0], keys)
 
         spec = self.layers.gate.resolve(self.training)
-        x_proj = self.layers.project_inputs(x).unbind(0)  # T x [B,4H]; unbind, not x_proj[t]: one backward node
-        weights = self.layers.step_weights()
-        noise = self.layers.sample_noise(steps, batch, spec, x)
         step_gates = [] if gate_stats is not None and incremental_state is None else None
+        step = self.layers.stepper(x, spec, gates_unobserved=step_gates is None)
         outs, attns = [], []
         for t in range(steps):
-            hiddens, cells, gates = self.layers.step(x_proj[t], feed, hiddens, cells, weights, spec,
-                                                     None if noise is None else noise[t])
+            hiddens, cells, gates = step(t, feed, hiddens, cells)
             out, attn = self.attention(hiddens[-1], memory)
             feed = self.dropout_out_module(out)
             outs.append(feed)
