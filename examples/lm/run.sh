@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The paper's PTB language model (SPEC section 6; README.md next to this file): G2-LSTM and
+# The paper's PTB language model (docs/paper.md, section 6; README.md next to this file): G2-LSTM and
 # the plain-LSTM baseline, from the raw PTB text files to test perplexity and the
-# compression table (SPEC section 4, the language-model settings).
+# compression table (docs/paper.md, section 4: the language-model settings).
 #
 #   bash examples/lm/run.sh PTB_DIR        # PTB_DIR holds ptb.train.txt, ptb.valid.txt, ptb.test.txt
 #
