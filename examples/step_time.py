@@ -9,7 +9,9 @@ fairseq's own clock (``wall``) and the batches per epoch from the log lines, and
     projected: 30 epochs = 148800 updates = 17.0 h on this machine
 
 Validation and checkpoint saving are not in the measurement (a few percent more in a
-real run). The recipes (examples/*/run.sh, ``TIME_STEPS=N``) call it.
+real run). ``TIME_STEPS=N bash examples/iwslt14/run.sh ...`` (and the WMT14 one) call it with
+the recipe's own training command, to size a full run before starting it. The projection is
+for the epoch cap; the recipe's early stop may end a run sooner.
 """
 import argparse
 import re
