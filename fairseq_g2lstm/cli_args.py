@@ -1,10 +1,10 @@
 """What the plugin's analysis tools share on their command lines.
 
-``g2lstm-compress``, ``scripts/compression_sweep.py``, ``g2lstm-gates`` and
-``g2lstm-average-checkpoints`` report bad input the same way: one ``PROG: error: ...``
-line and exit status 2 (argparse's status for usage errors), positive numbers are
-checked by the same flag types, and they log in fairseq's format. Needs only the
-standard library.
+Every ``g2lstm-*`` tool (the checkpoint, compression and gate tools, and the data
+preparation tools) reports bad input the same way: one ``PROG: error: ...`` line and
+exit status 2 (argparse's status for usage errors); numbers are checked by the same
+flag types, and the analysis tools log in fairseq's format. Needs only the standard
+library, so that the data tools can use it without importing torch.
 """
 import argparse
 import logging
@@ -40,6 +40,51 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number; got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """A flag type: a whole number of at least 0 (0 often switches a filter off)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more; got {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number; got {text}")
+    return value
+
+
+def share(text: str) -> float:
+    """A flag type: a share of a whole, above 0 and at most 1 (e.g. a character coverage)."""
+    value = _number(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1; got {text}")
+    return value
+
+
+def split_fraction(text: str) -> float:
+    """A flag type: the fraction of a corpus held out for a split, at least 0 and below 1."""
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1; got {text}")
+    return value
+
+
+def ratio_or_zero(text: str) -> float:
+    """A flag type: a ratio of lengths, at least 1, or 0 for none."""
+    value = _number(text)
+    if value != 0 and value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (or 0 for no limit); got {text}")
     return value
 
 

@@ -3,6 +3,7 @@
 Catalogs are written by the tests in the binary .mo format, so nothing depends on what
 happens to be installed."""
 import json
+import os
 import struct
 from collections import Counter
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fairseq_g2lstm.data import gettext_corpus, synthetic_corpus
+from fairseq_g2lstm.data.errors import PrepareError
 from fairseq_g2lstm.data.mo_catalog import CatalogFormatError, read_catalog
 
 
@@ -184,5 +186,38 @@ def test_main_refuses_to_overwrite_without_force(locale_dir, tmp_path, capsys):
     out = tmp_path / "corpus"
     assert gettext_corpus.main(["--out", str(out), "--locale-dir", str(locale_dir)]) == 0
     assert gettext_corpus.main(["--out", str(out), "--locale-dir", str(locale_dir)]) != 0
-    assert capsys.readouterr().err.strip() == f"error: {out} already exists; pass --force to replace it"
+    assert capsys.readouterr().err.strip() == f"g2lstm-build-gettext-corpus: error: {out} already exists; pass --force to replace it"
     assert gettext_corpus.main(["--out", str(out), "--locale-dir", str(locale_dir), "--force"]) == 0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--locale-dir", "nope"], "--locale-dir nope: no such folder"),
+    (["--valid-fraction", "2"], "argument --valid-fraction: must be at least 0 and below 1; got 2"),
+    (["--test-fraction=-0.1"], "argument --test-fraction: must be at least 0 and below 1; got -0.1"),
+    (["--valid-fraction", "0.6", "--test-fraction", "0.5"], "leave nothing for the train split"),
+])
+def test_bad_flags_are_one_error_line_and_write_nothing(tmp_path, capsys, monkeypatch, flags, message):
+    """A locale folder the user names must exist: the synthetic fallback is for the
+    default folder only, or a typo would quietly give a made-up corpus."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        gettext_corpus.main(["--out", str(tmp_path / "corpus"), *flags])
+    errors = capsys.readouterr().err.splitlines()
+    assert stop.value.code == 2 and len(errors) == 1, errors
+    assert errors[0].startswith("g2lstm-build-gettext-corpus: error: ") and message in errors[0], errors
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_named_locale_folder_without_catalogs_is_an_error_not_a_synthetic_corpus(tmp_path, capsys):
+    (tmp_path / "locale").mkdir()
+    assert gettext_corpus.main(["--out", str(tmp_path / "corpus"), "--locale-dir", str(tmp_path / "locale")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"g2lstm-build-gettext-corpus: error: {tmp_path / 'locale'}: no German gettext catalogs "
+        "(de*/LC_MESSAGES/*.mo) with usable messages"]
+    assert sorted(os.listdir(tmp_path)) == ["locale"]
+
+
+def test_an_empty_train_split_is_an_error(locale_dir, tmp_path):
+    with pytest.raises(PrepareError, match="the train split is empty"):
+        gettext_corpus.build_corpus(locale_dir, tmp_path / "corpus", valid_fraction=0.5, test_fraction=0.4999999)
+    assert not (tmp_path / "corpus").exists()

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 import sentencepiece
 
 from fairseq_g2lstm.data import archives, prepare_iwslt14, prepare_parallel, prepare_wmt14, sentencepiece_bpe
@@ -165,7 +166,7 @@ def test_iwslt14_manifest_counts_and_lowercased_data_bin(iwslt):
     assert manifest["extraction"]["dropped"]["metadata"] == 3 * TALKS
     assert manifest["lowercase"] is True and manifest["train_filters"]["max_subwords"] == 64
     assert manifest["spm_vocab_size"] <= int(TINY_VOCAB) and manifest["dictionary_size"] > 50
-    assert manifest["command"].startswith("prepare_iwslt14 ")
+    assert manifest["command"].startswith("g2lstm-prepare-iwslt14 ")
     symbols = dictionary_symbols(destdir, "de")
     assert symbols == dictionary_symbols(destdir, "en")  # one joined dictionary
     assert any("\u2581" in symbol for symbol in symbols)  # sentencepiece word-start marks
@@ -338,7 +339,7 @@ def assert_nothing_written(folder: Path, destdir: Path):
 def test_missing_file_is_named(small_corpus, capsys):
     (small_corpus / "valid.en").unlink()
     status, _, err = run_main(prepare_parallel.main, parallel_args(small_corpus, small_corpus / "bin"), capsys)
-    assert_one_error_line(status, err, f"error: {small_corpus / 'valid.en'}: no such file")
+    assert_one_error_line(status, err, f"g2lstm-prepare-parallel: error: {small_corpus / 'valid.en'}: no such file")
 
 
 def test_invalid_utf8_names_file_and_line_and_leaves_no_output(small_corpus, capsys):
@@ -347,7 +348,7 @@ def test_invalid_utf8_names_file_and_line_and_leaves_no_output(small_corpus, cap
     (small_corpus / "train.de").write_bytes(b"".join(lines))
     destdir = small_corpus / "bin"
     status, _, err = run_main(prepare_parallel.main, parallel_args(small_corpus, destdir), capsys)
-    assert_one_error_line(status, err, f"error: {small_corpus / 'train.de'} line 17: invalid UTF-8")
+    assert_one_error_line(status, err, f"g2lstm-prepare-parallel: error: {small_corpus / 'train.de'} line 17: invalid UTF-8")
     assert_nothing_written(small_corpus, destdir)
 
 
@@ -356,7 +357,7 @@ def test_different_line_counts_name_the_longer_file(small_corpus, capsys):
     status, _, err = run_main(prepare_parallel.main, parallel_args(small_corpus, small_corpus / "bin"), capsys)
     assert_one_error_line(
         status, err,
-        f"error: {small_corpus / 'test.de'} line 40: {small_corpus / 'test.en'} has only 39 lines; "
+        f"g2lstm-prepare-parallel: error: {small_corpus / 'test.de'} line 40: {small_corpus / 'test.en'} has only 39 lines; "
         "source and target must have the same number of lines",
     )  # fmt: skip
     assert_nothing_written(small_corpus, small_corpus / "bin")
@@ -367,7 +368,7 @@ def test_existing_output_needs_force(small_corpus, capsys):
     destdir.mkdir()
     (destdir / "old").write_text("x")
     status, _, err = run_main(prepare_parallel.main, parallel_args(small_corpus, destdir), capsys)
-    assert_one_error_line(status, err, f"error: {destdir} already exists; pass --force to replace it")
+    assert_one_error_line(status, err, f"g2lstm-prepare-parallel: error: {destdir} already exists; pass --force to replace it")
     assert (destdir / "old").exists()
 
 
@@ -377,7 +378,7 @@ def test_wrong_archive_layout_is_named(tmp_path, capsys):
     archive = write_tgz(tmp_path / "de-en.tgz", files, "de-en")
     status, _, err = run_main(prepare_iwslt14.main, [archive, "--destdir", tmp_path / "bin"], capsys)
     assert status != 0 and len(err.splitlines()) == 1
-    assert err.startswith(f"error: {archive}: missing IWSLT14.TED.tst2012.de-en.en.xml; expected the IWSLT14")
+    assert err.startswith(f"g2lstm-prepare-iwslt14: error: {archive}: missing IWSLT14.TED.tst2012.de-en.en.xml; expected the IWSLT14")
     assert_nothing_written(tmp_path, tmp_path / "bin")
 
 
@@ -390,7 +391,7 @@ def test_xml_segment_counts_must_match(tmp_path, capsys):
         write_lines(folder / file_name, text.splitlines())
     status, _, err = run_main(prepare_iwslt14.main, [folder, "--destdir", tmp_path / "bin"], capsys)
     assert status != 0 and len(err.splitlines()) == 1
-    assert err.startswith(f"error: {folder / 'IWSLT14.TED.tst2011.de-en.de.xml'} line 14: ")
+    assert err.startswith(f"g2lstm-prepare-iwslt14: error: {folder / 'IWSLT14.TED.tst2011.de-en.de.xml'} line 14: ")
     assert f"{folder / name} has only 6 segments" in err  # 7 in tst2011, one removed
 
 
@@ -402,8 +403,8 @@ def test_command_line_script_reports_without_traceback(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
-        f"error: {tmp_path / 'nowhere'}: no such file or folder"
+    assert [line for line in result.stderr.splitlines() if line.startswith("g2lstm-prepare-wmt14: error:")] == [
+        f"g2lstm-prepare-wmt14: error: {tmp_path / 'nowhere'}: no such file or folder"
     ]
 
 
@@ -466,5 +467,115 @@ def test_a_vocabulary_smaller_than_the_alphabet_is_a_clear_error(small_corpus, c
     args[args.index("--vocab-size") + 1] = "20"
     status, _, err = run_main(prepare_parallel.main, args, capsys)
     assert status != 0 and len(err.splitlines()) == 1
-    assert err.startswith("error: sentencepiece training failed: Vocabulary size is smaller than required_chars")
+    assert err.startswith("g2lstm-prepare-parallel: error: sentencepiece training failed: Vocabulary size is smaller than required_chars")
     assert_nothing_written(small_corpus, small_corpus / "bin")
+
+
+# --------------------------------------------------------------------------- unknown tokens
+
+
+def binarized_unk_rate(destdir: Path, split: str, lang: str):
+    """(<unk> tokens, tokens) of one binarized split, read back through fairseq."""
+    from fairseq.data import Dictionary, data_utils
+
+    dictionary = Dictionary.load(str(destdir / f"dict.{lang}.txt"))
+    dataset = data_utils.load_indexed_dataset(str(destdir / f"{split}.de-en.{lang}"), dictionary)
+    tokens = torch.cat([dataset[i][:-1] for i in range(len(dataset))])  # without </s>
+    return int((tokens == dictionary.unk()).sum()), tokens.numel()
+
+
+def test_pieces_the_training_text_never_shows_are_still_known(tmp_path, capsys):
+    """BPE learns "low" on the way to "lowest"; if the training text only ever has
+    "lowest", a dictionary built from the encoded training text lacks "low", and "lower"
+    in valid loses a piece to <unk>. The dictionary now holds every sentencepiece piece:
+    valid has no <unk>; test's one unseen character (Ω) is counted, in the manifest and in
+    the binarized data alike, and a split above 1% is warned about."""
+    import random
+
+    rng = random.Random(0)
+    words = ["lowest", "newest", "widest", "slowest", "fewest", "and", "the", "very"]
+    train = [" ".join(rng.choice(words) for _ in range(6)) for _ in range(300)]
+    valid = ["lower newer wider", "the lower and the newer"] * 5
+    test = ["the lower Ω", "very newer and wider"] * 5
+    for split, lines in (("train", train), ("valid", valid), ("test", test)):
+        write_lines(tmp_path / f"{split}.de", lines)
+        write_lines(tmp_path / f"{split}.en", lines)
+    destdir = tmp_path / "bin"
+    args = ["-s", "de", "-t", "en", "--trainpref", tmp_path / "train", "--validpref", tmp_path / "valid",
+            "--testpref", tmp_path / "test", "--destdir", destdir, "--vocab-size", "60", "--workers", "1"]
+    status, out, err = run_main(prepare_parallel.main, args, capsys)
+    assert status == 0, err
+    manifest = manifest_of(destdir)
+    model = sentencepiece.SentencePieceProcessor(model_file=str(destdir / "spm.model"))
+    seen_in_training = {piece for line in train for piece in model.encode(line, out_type=str)}
+    only_in_valid = {piece for line in valid for piece in model.encode(line, out_type=str)} - seen_in_training
+    assert only_in_valid and all(model.piece_to_id(piece) != model.unk_id() for piece in only_in_valid)
+    for split in ("train", "valid", "test"):
+        unk, total = (sum(v) for v in zip(*(binarized_unk_rate(destdir, split, lang) for lang in ("de", "en"))))
+        assert manifest["unk_rate"][split] == pytest.approx(unk / total, abs=1e-12), split
+        assert manifest["tokens"][split]["de"] == {"tokens": total // 2, "unk": unk // 2}
+    assert manifest["unk_rate"]["train"] == manifest["unk_rate"]["valid"] == 0
+    assert manifest["tokens"]["test"]["de"]["unk"] == 5  # one Ω in each of five lines
+    assert f"| unknown tokens (<unk>): train 0.00%, valid 0.00%, test {manifest['unk_rate']['test']:.2%}" in out
+    assert [line for line in err.splitlines() if line.startswith("WARNING")] == [
+        f"WARNING: {manifest['unk_rate']['test']:.1%} of the test tokens are <unk>: characters the sentencepiece "
+        "model never saw in training; check the split's language and encoding, or raise --character-coverage"]
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--vocab-size", "0", "argument --vocab-size: must be at least 1; got 0"),
+    ("--character-coverage", "2", "argument --character-coverage: must be above 0 and at most 1; got 2"),
+    ("--max-ratio", "-1", "argument --max-ratio: must be at least 1 (or 0 for no limit); got -1"),
+    ("--max-len", "-3", "argument --max-len: must be 0 or more; got -3"),
+    ("--workers", "0", "argument --workers: must be at least 1; got 0"),
+])
+def test_bad_numbers_are_one_error_line_naming_the_tool(small_corpus, capsys, flag, value, message):
+    args = [str(a) for a in parallel_args(small_corpus, small_corpus / "bin")] + [f"{flag}={value}"]
+    with pytest.raises(SystemExit) as stop:
+        prepare_parallel.main(args)
+    errors = capsys.readouterr().err.splitlines()
+    assert stop.value.code == 2 and errors == [f"g2lstm-prepare-parallel: error: {message} (see --help)"]
+    assert_nothing_written(small_corpus, small_corpus / "bin")
+
+
+def test_a_folder_given_as_a_text_file_is_named_as_a_folder(small_corpus, capsys):
+    (small_corpus / "valid.de").unlink()
+    (small_corpus / "valid.de").mkdir()
+    status, _, err = run_main(prepare_parallel.main, parallel_args(small_corpus, small_corpus / "bin"), capsys)
+    assert status == 2 and err.splitlines() == [
+        f"g2lstm-prepare-parallel: error: {small_corpus / 'valid.de'}: a folder, not a text file"]
+
+
+@pytest.mark.parametrize("signal_name, said", [("SIGTERM", "SIGTERM"), ("SIGINT", "Ctrl-C")])
+def test_an_interruption_stops_the_children_and_removes_the_partial_output(tmp_path, signal_name, said):
+    """SIGTERM or Ctrl-C while fairseq-preprocess runs: one line, exit 130, no .partial-*
+    folder, and no process of the run left (the child and its workers are in one
+    process group, which the tool stops)."""
+    import signal
+    import time
+
+    pairs = list(generate_pairs(20000, seed=7))  # big enough that fairseq-preprocess takes a few seconds
+    for split, chunk in (("train", pairs), ("valid", pairs[:2000]), ("test", pairs[:2000])):
+        write_lines(tmp_path / f"{split}.de", [de for de, _ in chunk])
+        write_lines(tmp_path / f"{split}.en", [en for _, en in chunk])
+    args = [str(a) for a in parallel_args(tmp_path, tmp_path / "bin")] + ["--workers", "2"]
+    proc = subprocess.Popen([str(BIN / "g2lstm-prepare-parallel"), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    for line in proc.stdout:  # wait until the binarizing child has started
+        if line.startswith("| fairseq-preprocess:"):
+            break
+    time.sleep(1.0)
+    children = subprocess.run(["pgrep", "-g", str(os.getpgid(proc.pid)), "-f", "fairseq_cli.preprocess"],
+                              capture_output=True, text=True).stdout.split()
+    session_children = subprocess.run(["pgrep", "-f", f"fairseq_cli.preprocess.*{tmp_path}"],
+                                      capture_output=True, text=True).stdout.split()
+    assert session_children and not children  # the child runs, in its own process group
+    proc.send_signal(getattr(signal, signal_name))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.splitlines()[-1] == f"g2lstm-prepare-parallel: interrupted ({said}); the partial output was removed"
+    assert "Traceback" not in err
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", f"fairseq_cli.preprocess.*{tmp_path}"], capture_output=True).returncode == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        f"{split}.{lang}" for split in ("train", "valid", "test") for lang in ("de", "en"))

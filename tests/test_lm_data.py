@@ -111,7 +111,7 @@ def test_bad_input_is_one_error_line_and_no_data_bin(tmp_path, capsys, case):
     status, _, err = run_main(capsys, *split_args(paths), "--destdir", tmp_path / "bin")
     assert status == 2
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert len(lines) == 1 and lines[0].startswith("g2lstm-prepare-lm: error: ") and message in lines[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no data-bin, no leftovers
 
 
@@ -127,4 +127,4 @@ def test_console_script_and_front_end_print_one_line_without_traceback(tmp_path)
         proc = subprocess.run([*command, "--train", "nope.txt", "--valid", "v", "--test", "t", "--destdir",
                                str(tmp_path / "bin")], capture_output=True, text=True)
         assert proc.returncode == 2
-        assert proc.stderr.strip() == "error: nope.txt: no such file"
+        assert proc.stderr.strip() == "g2lstm-prepare-lm: error: nope.txt: no such file"

@@ -4,6 +4,9 @@ It runs as a child process (``python -m fairseq_cli.preprocess``) so that this p
 never imports fairseq or torch itself, and so that the manifest can record exactly what
 ran.
 """
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +24,10 @@ def preprocess_command(
     target_lang: str,
     destdir: Path,
     workers: int,
+    dictionary: Path,
 ) -> List[str]:
-    """The fairseq-preprocess argument list for subword files ``PREFIX.{src,tgt}``."""
+    """The fairseq-preprocess argument list for subword files ``PREFIX.{src,tgt}``, with
+    ``dictionary`` as the joined dictionary of both languages."""
     return [
         sys.executable, "-m", "fairseq_cli.preprocess",
         "--source-lang", source_lang,
@@ -32,15 +37,33 @@ def preprocess_command(
         "--testpref", str(split_prefixes["test"]),
         "--destdir", str(destdir),
         "--joined-dictionary",
+        "--srcdict", str(dictionary),
         "--workers", str(workers),
     ]  # fmt: skip
 
 
 def run_fairseq_preprocess(command: List[str]) -> None:
-    """Run it, its log going to ours; a failure becomes one error line."""
-    completed = subprocess.run(command)
-    if completed.returncode != 0:
-        raise PrepareError(f"fairseq-preprocess failed with exit status {completed.returncode}")
+    """Run it, its log going to ours; a failure becomes one error line.
+
+    The child runs in its own process group, so that Ctrl-C reaches only us (no second
+    traceback from the child) and we can stop the child *and* its worker processes
+    together when we are interrupted or terminated: otherwise it would go on writing
+    into a folder that is being removed.
+    """
+    child = subprocess.Popen(command, start_new_session=True)
+    try:
+        status = child.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGTERM)
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        raise
+    if status != 0:
+        raise PrepareError(f"fairseq-preprocess failed with exit status {status}")
 
 
 def dictionary_size(destdir: Path, lang: str) -> int:

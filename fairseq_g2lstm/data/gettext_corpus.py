@@ -23,7 +23,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from . import synthetic_corpus
 from .atomic_dir import atomic_output_dir
-from .errors import reports_errors
+from ..cli_args import OneLineParser, split_fraction
+from .errors import PrepareError, reports_errors
 from .filters import normalize
 from .mo_catalog import CatalogEntry, CatalogFormatError, read_catalog
 from .textio import PairWriter, write_json
@@ -170,12 +171,20 @@ def build_corpus(
     force: bool = False,
     valid_fraction: float = 0.02,
     test_fraction: float = 0.02,
+    allow_synthetic: bool = True,
 ) -> dict:
-    """Write ``out/{train,valid,test}.{de,en}`` and ``out/manifest.json``; return the manifest."""
+    """Write ``out/{train,valid,test}.{de,en}`` and ``out/manifest.json``; return the manifest.
+
+    Without usable catalogs the corpus is synthetic when ``allow_synthetic`` (the
+    command line allows it for the default locale folder only: a folder the user names
+    must hold catalogs), else a :class:`PrepareError`; so is an empty train split.
+    """
     paths = catalog_paths(Path(locale_dir))
     counts, dropped = Counter(), Counter()
     pairs = collect_pairs(paths, counts, dropped)
     source = "gettext"
+    if not pairs and not allow_synthetic:
+        raise PrepareError(f"{locale_dir}: no German gettext catalogs (de*/LC_MESSAGES/*.mo) with usable messages")
     if not pairs:
         source = "synthetic"
         print(
@@ -187,6 +196,9 @@ def build_corpus(
         )
         pairs = sorted(set(synthetic_corpus.generate_pairs(SYNTHETIC_PAIRS, seed=1)))
     splits = split_pairs(pairs, valid_fraction, test_fraction)
+    if not splits["train"]:
+        raise PrepareError(f"the train split is empty: {len(pairs)} pairs, --valid-fraction {valid_fraction:g}, "
+                           f"--test-fraction {test_fraction:g}")
     manifest = {
         "source": source,
         "locale_dir": str(locale_dir),
@@ -204,24 +216,38 @@ def build_corpus(
     return manifest
 
 
+PROG = "g2lstm-build-gettext-corpus"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="build_gettext_corpus",
+    parser = OneLineParser(
+        prog=PROG,
         description="German->English parallel text from the installed gettext catalogs.",
     )
     parser.add_argument("--out", type=Path, required=True, help="folder for {train,valid,test}.{de,en}")
-    parser.add_argument("--locale-dir", type=Path, default=DEFAULT_LOCALE_DIR,
-                        help="where the de*/LC_MESSAGES/*.mo catalogs are (default %(default)s)")
-    parser.add_argument("--valid-fraction", type=float, default=0.02)
-    parser.add_argument("--test-fraction", type=float, default=0.02)
+    parser.add_argument("--locale-dir", type=Path,
+                        help=f"where the de*/LC_MESSAGES/*.mo catalogs are (default {DEFAULT_LOCALE_DIR}; only "
+                             "there, when it has none, is a synthetic corpus written instead)")
+    parser.add_argument("--valid-fraction", type=split_fraction, default=0.02, metavar="F",
+                        help="share of the pairs for the valid split (default %(default)s)")
+    parser.add_argument("--test-fraction", type=split_fraction, default=0.02, metavar="F",
+                        help="share of the pairs for the test split (default %(default)s)")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     return parser  # fmt: skip
 
 
-@reports_errors
+@reports_errors(PROG)
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    manifest = build_corpus(args.locale_dir, args.out, args.force, args.valid_fraction, args.test_fraction)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.valid_fraction + args.test_fraction >= 1:
+        parser.error(f"--valid-fraction {args.valid_fraction:g} and --test-fraction {args.test_fraction:g} "
+                     "leave nothing for the train split; together they must stay below 1")
+    if args.locale_dir is not None and not args.locale_dir.is_dir():
+        parser.error(f"--locale-dir {args.locale_dir}: no such folder")
+    locale_dir = DEFAULT_LOCALE_DIR if args.locale_dir is None else args.locale_dir
+    manifest = build_corpus(locale_dir, args.out, args.force, args.valid_fraction, args.test_fraction,
+                            allow_synthetic=args.locale_dir is None)
     print(f"| {manifest['source']} corpus in {args.out}: {manifest['kept']} pairs, "
           f"splits {manifest['splits']}")  # fmt: skip
     if manifest["source"] == "gettext":

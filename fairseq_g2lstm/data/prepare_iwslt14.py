@@ -26,6 +26,7 @@ from typing import Dict, Optional, Sequence, Tuple
 from .archives import locate_files
 from .atomic_dir import check_destination, scratch_dir
 from .download import download
+from ..cli_args import OneLineParser
 from .errors import reports_errors
 from .filters import LengthFilter, clean_pair
 from .next_commands import PAPER_IWSLT14
@@ -118,9 +119,12 @@ def extract_splits(
     return sources, report
 
 
+PROG = "g2lstm-prepare-iwslt14"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="prepare_iwslt14",
+    parser = OneLineParser(
+        prog=PROG,
         description="IWSLT14 de-en.tgz (or its folder) -> sentencepiece BPE -> fairseq data-bin, De->En.",
     )
     parser.add_argument("input", type=Path, help=f"the official {ARCHIVE}, or the folder it unpacks to")
@@ -131,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@reports_errors
+@reports_errors(PROG)
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()

@@ -33,6 +33,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from .atomic_dir import atomic_output_dir, check_destination
 from .binarize import FAIRSEQ_SPECIAL_SYMBOLS, run_fairseq_preprocess
+from ..cli_args import OneLineParser, positive_int
 from .errors import InputError, PrepareError, reports_errors
 from .filters import EMPTY, normalize
 from .next_commands import PLUGIN_DIR, TrainingRecipe, _command, _display_path
@@ -43,7 +44,7 @@ SPLITS = ("train", "valid", "test")
 MANIFEST = "manifest.json"
 UNK = "<unk>"
 
-# The paper's PTB model (SPEC section 6) with AWD-LSTM's optimiser settings: SGD at lr 30,
+# The paper's PTB model (the paper's section 6) with AWD-LSTM's optimiser settings: SGD at lr 30,
 # clip 0.25, weight decay 1.2e-6, 20 sequences of 70 tokens. AWD-LSTM switches to averaged
 # SGD (NT-ASGD), which fairseq lacks; the learning rate is cut on plateaus instead (ours).
 PAPER_PTB = TrainingRecipe(
@@ -188,7 +189,7 @@ def next_commands(destdir: Path, recipe: TrainingRecipe = PAPER_PTB) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Plain text, one sentence or paragraph per line (train/valid/test files) -> a fairseq "
                     "language-modeling data-bin (word level, no BPE).")
@@ -198,19 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--destdir", type=Path, required=True, help="the data-bin folder to create")
     parser.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=False,
                         help="lowercase every split (default %(default)s; PTB is lower case already)")
-    parser.add_argument("--vocab-size", type=int, metavar="N",
+    parser.add_argument("--vocab-size", type=positive_int, metavar="N",
                         help="keep the N most frequent training words; the rest read as <unk> (default: all)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1),
                         help="fairseq-preprocess processes (default %(default)s)")
     parser.add_argument("--force", action="store_true", help="replace an existing --destdir")
     return parser
 
 
-@reports_errors
+@reports_errors(PROG)
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    options = LMOptions(args.destdir, args.lowercase, args.vocab_size, max(1, args.workers), args.force)
+    options = LMOptions(args.destdir, args.lowercase, args.vocab_size, args.workers, args.force)
     prepare_lm({split: getattr(args, split) for split in SPLITS}, options, shlex.join([PROG, *argv]))
     return 0
 

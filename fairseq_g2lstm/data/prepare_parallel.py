@@ -13,10 +13,13 @@ The stages stream, so memory stays flat whatever the corpus size:
 2. train one sentencepiece BPE model on a sample of both cleaned training sides;
 3. encode every split in worker processes; on the training split drop pairs over
    ``--max-subwords`` pieces (the paper's filter is 64);
-4. fairseq-preprocess with a joined dictionary.
+4. fairseq-preprocess with a joined dictionary of every sentencepiece piece (so that
+   a piece the training text happens not to contain is still known in valid and test).
 
 The data-bin also holds ``spm.model``/``spm.vocab`` and ``manifest.json`` (counts kept and
-dropped per reason and split, vocabulary sizes, the command line). The IWSLT14 and WMT14
+dropped per reason and split, the share of ``<unk>`` tokens per split, vocabulary sizes,
+the command line). More than :data:`UNK_WARNING_RATE` unknown tokens in a split is
+warned about on stderr. The IWSLT14 and WMT14
 scripts are front ends that turn the official archives into file pairs for :func:`prepare`.
 """
 import argparse
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
+from ..cli_args import OneLineParser, non_negative_int, positive_int, ratio_or_zero, share
 from . import binarize, sentencepiece_bpe
 from .atomic_dir import atomic_output_dir, check_destination
 from .errors import InputError, reports_errors
@@ -41,6 +45,9 @@ from .textio import PairWriter, read_pairs, write_json
 SPLITS = ("train", "valid", "test")
 SPM_PREFIX = "spm"
 MANIFEST = "manifest.json"
+UNK_WARNING_RATE = 0.01
+"""A split with more ``<unk>`` tokens than this is warned about: the model cannot read or
+produce those words, and BLEU on such a test set is not comparable."""
 
 FilePairs = Sequence[Tuple[Path, Path]]
 """(source file, target file) pairs whose lines are read one after the other."""
@@ -94,6 +101,8 @@ def check_inputs_exist(sources: Mapping[str, FilePairs]) -> None:
     """Fail before any work on a missing file, not after hours on the training split."""
     for file_pairs in sources.values():
         for path in (path for pair in file_pairs for path in pair):
+            if Path(path).is_dir():
+                raise InputError(path, "a folder, not a text file")
             if not Path(path).is_file():
                 raise InputError(path, "no such file")
 
@@ -152,6 +161,38 @@ def encode_splits(
     return prefixes  # fmt: skip
 
 
+def count_tokens(prefixes: Mapping[str, Path], langs: Sequence[str], known: set,
+                 train_pieces: Counter) -> Dict[str, dict]:
+    """Per split: tokens and ``<unk>`` tokens (pieces not in ``known``) of each side, and
+    the split's ``unk_rate``; adds the training text's pieces to ``train_pieces``."""
+    report = {}
+    for split, prefix in prefixes.items():
+        sides, total, unknown = {}, 0, 0
+        for lang in langs:
+            pieces = Counter()
+            with open(f"{prefix}.{lang}", encoding="utf-8") as stream:
+                for line in stream:
+                    pieces.update(line.split())
+            tokens = sum(pieces.values())
+            missing = sum(n for piece, n in pieces.items() if piece not in known)
+            sides[lang] = {"tokens": tokens, "unk": missing}
+            total, unknown = total + tokens, unknown + missing
+            if split == "train":
+                train_pieces.update(pieces)
+        report[split] = {**sides, "unk_rate": unknown / total if total else 0.0}
+    return report
+
+
+def report_unknown_tokens(tokens: Mapping[str, dict]) -> None:
+    """One summary line; a loud warning for each split above :data:`UNK_WARNING_RATE`."""
+    log("unknown tokens (<unk>): " + ", ".join(f"{split} {counts['unk_rate']:.2%}" for split, counts in tokens.items()))
+    for split, counts in tokens.items():
+        if counts["unk_rate"] > UNK_WARNING_RATE:
+            print(f"WARNING: {counts['unk_rate']:.1%} of the {split} tokens are <unk>: characters the sentencepiece "
+                  "model never saw in training; check the split's language and encoding, or raise "
+                  "--character-coverage", file=sys.stderr, flush=True)
+
+
 def prepare(
     sources: Mapping[str, FilePairs],
     options: PrepareOptions,
@@ -185,8 +226,12 @@ def prepare(
         with timed(seconds, "encode"):
             encoded = encode_splits(spm_model, cleaned, options, work, counts)
         with timed(seconds, "binarize"):
+            train_pieces: Counter = Counter()
+            known = set(sentencepiece_bpe.vocabulary(spm_model))
+            tokens = count_tokens(encoded, (options.source_lang, options.target_lang), known, train_pieces)
+            dictionary = sentencepiece_bpe.write_fairseq_dictionary(spm_model, train_pieces, work / "dict.txt")
             preprocess = binarize.preprocess_command(
-                encoded, options.source_lang, options.target_lang, staging, options.workers
+                encoded, options.source_lang, options.target_lang, staging, options.workers, dictionary
             )
             log("fairseq-preprocess: " + shlex.join(preprocess))
             binarize.run_fairseq_preprocess(preprocess)
@@ -203,6 +248,8 @@ def prepare(
             },
             **(extra_manifest or {}),
             "splits": {split: split_counts.as_dict() for split, split_counts in counts.items()},
+            "unk_rate": {split: counts["unk_rate"] for split, counts in tokens.items()},
+            "tokens": tokens,
             "spm_model": str(options.destdir.resolve() / spm_model.name),
             "spm_vocab_size": sentencepiece_bpe.vocabulary_size(spm_model),
             "requested_vocab_size": options.vocab_size,
@@ -211,6 +258,7 @@ def prepare(
             "seconds": seconds,
         }
         write_json(staging / MANIFEST, manifest)
+    report_unknown_tokens(tokens)
     log(f"wrote {options.destdir} in {sum(seconds.values()):.1f} s")
     print(next_commands(options.destdir, options.destdir / spm_model.name, options.source_lang,
                         options.target_lang, options.recipe, options.lowercase), flush=True)  # fmt: skip
@@ -230,23 +278,23 @@ def add_preparation_arguments(
     """The flags every front end shares; each passes the defaults of its recipe."""
     group = parser.add_argument_group("preparation")
     group.add_argument("--destdir", type=Path, required=True, help="the data-bin folder to create")
-    group.add_argument("--vocab-size", type=int, default=vocab_size,
+    group.add_argument("--vocab-size", type=positive_int, default=vocab_size,
                        help="joint sentencepiece BPE vocabulary, an upper bound (default %(default)s)")
     group.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=lowercase,
                        help="lowercase every split (default %(default)s)")
-    group.add_argument("--max-len", type=int, default=max_len,
+    group.add_argument("--max-len", type=non_negative_int, default=max_len,
                        help="train only: drop pairs with more words on either side; 0 = off (default %(default)s)")
-    group.add_argument("--max-ratio", type=float, default=max_ratio,
+    group.add_argument("--max-ratio", type=ratio_or_zero, default=max_ratio,
                        help="train only: drop pairs whose word counts differ by more than this factor; "
                             "0 = off (default %(default)s)")
-    group.add_argument("--max-subwords", type=int, default=max_subwords,
+    group.add_argument("--max-subwords", type=non_negative_int, default=max_subwords,
                        help="train only: drop pairs with more sentencepiece pieces on either side; the paper "
                             "uses 64; 0 = off (default %(default)s)")
-    group.add_argument("--spm-input-sentence-size", type=int, default=1_000_000,
+    group.add_argument("--spm-input-sentence-size", type=positive_int, default=1_000_000,
                        help="train sentencepiece on a seeded random sample of this many lines (default %(default)s)")
-    group.add_argument("--character-coverage", type=float, default=character_coverage,
+    group.add_argument("--character-coverage", type=share, default=character_coverage,
                        help="sentencepiece character coverage (default %(default)s)")
-    group.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+    group.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1),
                        help="processes for encoding and binarizing (default %(default)s)")
     group.add_argument("--seed", type=int, default=1, help="seed of the sentencepiece sample")
     group.add_argument("--force", action="store_true", help="replace an existing --destdir")
@@ -266,7 +314,7 @@ def options_from_args(
         train_max_subwords=args.max_subwords or None,
         spm_input_sentence_size=args.spm_input_sentence_size,
         character_coverage=args.character_coverage,
-        workers=max(1, args.workers),
+        workers=args.workers,
         seed=args.seed,
         force=args.force,
         recipe=recipe,
@@ -278,9 +326,12 @@ def command_line(prog: str, argv: Sequence[str]) -> str:
     return shlex.join([prog, *argv])
 
 
+PROG = "g2lstm-prepare-parallel"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="prepare_parallel",
+    parser = OneLineParser(
+        prog=PROG,
         description="Plain-text parallel corpus -> sentencepiece BPE -> fairseq data-bin.",
     )
     parser.add_argument("--source-lang", "-s", required=True)
@@ -293,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@reports_errors
+@reports_errors(PROG)
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()

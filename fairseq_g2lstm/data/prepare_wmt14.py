@@ -27,6 +27,7 @@ from typing import Dict, Optional, Sequence, Tuple
 from .archives import find_in_folder, locate_files
 from .atomic_dir import check_destination, scratch_dir
 from .download import download
+from ..cli_args import OneLineParser
 from .errors import reports_errors
 from .next_commands import PAPER_WMT14
 from .prepare_parallel import FilePairs, add_preparation_arguments, command_line, log, options_from_args, prepare
@@ -94,9 +95,12 @@ def collect_sources(files: Dict[str, Path], scratch: Path) -> Dict[str, FilePair
     return sources
 
 
+PROG = "g2lstm-prepare-wmt14"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="prepare_wmt14",
+    parser = OneLineParser(
+        prog=PROG,
         description="WMT14 archives (or their files) -> sentencepiece BPE -> fairseq data-bin, En->De.",
     )
     parser.add_argument("input", type=Path, help="folder with the official archives and/or their files")
@@ -107,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@reports_errors
+@reports_errors(PROG)
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()

@@ -7,6 +7,7 @@ word-start marker, which is what fairseq's ``--remove-bpe sentencepiece`` and
 import collections
 import itertools
 import multiprocessing
+import signal
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -57,9 +58,35 @@ def train_joint_bpe(
             minloglevel=2,
         )
     except RuntimeError as error:  # e.g. a vocabulary smaller than the alphabet
-        message = str(error).split("] ")[-1]
+        message = str(error).split("] ")[-1].strip() or str(error).strip() or type(error).__name__
         raise PrepareError(f"sentencepiece training failed: {message}") from None
     return Path(f"{model_prefix}.model")
+
+
+def vocabulary(model_path: Path) -> List[str]:
+    """The model's pieces in id order, without its control and unknown symbols (``<unk>``,
+    ``<s>``, ``</s>``), which fairseq's dictionary has already."""
+    model = sentencepiece.SentencePieceProcessor(model_file=str(model_path))
+    return [model.id_to_piece(i) for i in range(model.get_piece_size())
+            if not (model.is_control(i) or model.is_unknown(i))]
+
+
+def write_fairseq_dictionary(model_path: Path, counts: Counter, path: Path) -> Path:
+    """A fairseq ``dict.txt`` (``PIECE COUNT`` lines) holding every piece of the model.
+
+    Why not let fairseq-preprocess build it from the encoded training text: that
+    dictionary lacks every piece the training text happens not to contain after
+    encoding (intermediate merges, rare characters). On a small corpus the valid and
+    test splits then lose 10% of their tokens to ``<unk>``. With the model's whole
+    vocabulary, only characters the model has never seen become ``<unk>``. Pieces are
+    ordered by their count in ``counts`` (the training text), then by id.
+    """
+    pieces = vocabulary(model_path)
+    order = sorted(range(len(pieces)), key=lambda i: (-counts.get(pieces[i], 0), i))
+    with open(path, "w", encoding="utf-8") as stream:
+        for i in order:
+            stream.write(f"{pieces[i]} {counts.get(pieces[i], 0)}\n")
+    return path
 
 
 def vocabulary_size(model_path: Path) -> int:
@@ -73,6 +100,15 @@ _worker_model: Optional[sentencepiece.SentencePieceProcessor] = None
 def _load_worker_model(model_path: str) -> None:
     global _worker_model
     _worker_model = sentencepiece.SentencePieceProcessor(model_file=model_path)
+
+
+def _init_worker(model_path: str) -> None:
+    """A pool worker: the parent handles Ctrl-C and SIGTERM and ends the pool, so the
+    worker ignores Ctrl-C (no traceback per worker) and dies at once on SIGTERM (not the
+    parent's handler, which a forked worker would otherwise inherit)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _load_worker_model(model_path)
 
 
 def _encode_chunk(pairs: List[Pair]) -> List[Tuple[str, str, int]]:
@@ -103,7 +139,7 @@ def _encode_in_order(model_path: Path, pairs: Iterable[Pair], workers: int):
         _load_worker_model(str(model_path))
         yield from map(_encode_chunk, chunks)
         return
-    with multiprocessing.Pool(workers, _load_worker_model, (str(model_path),)) as pool:
+    with multiprocessing.Pool(workers, _init_worker, (str(model_path),)) as pool:
         # Pool.imap would read the whole input ahead; a bounded window of async tasks
         # keeps the streaming promise for multi-million-pair corpora.
         pending = collections.deque()
