@@ -291,3 +291,40 @@ def test_the_benchmark_kernel_row_fails_loudly_when_the_layer_skips_the_kernel(m
     with pytest.raises(bench.KernelNotUsed, match="ran the kernel 0 times"):
         bench.main(["--device", "cpu", "--kernel", "host", "--batches", "2", "--hiddens", "8", "--steps", "3",
                     "--iters", "1", "--warmup", "0"])
+
+
+def test_typing_gate_kernel_cuda_without_cuda_stops_at_the_argument_check(tmp_path):
+    """One line and exit 2 while fairseq-train parses its arguments: before any data is
+    read (the data folder does not even exist) and without a traceback."""
+    from conftest import cli
+
+    proc = cli("fairseq-train", tmp_path / "no-data", "--user-dir", REPO + "/fairseq_g2lstm", "--arch", "g2lstm_iwslt",
+               "--gate-kernel", "cuda", "--cpu", check=False)
+    ours = [line for line in proc.stderr.splitlines() if not line.startswith("INFO:fairseq")]
+    assert proc.returncode == 2 and ours == [
+        "fairseq-train: error: --gate-kernel cuda: CUDA is not available on this machine "
+        "(torch.cuda.is_available() is False); use --gate-kernel torch or auto"], proc.stderr
+
+
+def test_a_checkpoint_trained_with_the_cuda_kernel_decodes_on_a_cpu(toy_data, toy_checkpoint, tmp_path, caplog):
+    """The saved --gate-kernel cuda falls back to the torch path with a logged note, and
+    translates exactly as the same weights saved with --gate-kernel torch."""
+    from fairseq_g2lstm.models import G2LSTMModel
+
+    state = torch.load(toy_checkpoint, map_location="cpu", weights_only=False)
+    for kernel in ("cuda", "torch"):
+        state["cfg"]["model"].gate_kernel = kernel
+        torch.save(state, tmp_path / f"{kernel}.pt")
+
+    def translate(name):
+        hub = G2LSTMModel.from_pretrained(str(tmp_path), checkpoint_file=name, data_name_or_path=str(toy_data / "bin"))
+        hypos = hub.generate([hub.encode(s) for s in ("w1 w2 w3", "w4 w5 w6 w7")], beam=5)
+        return hub, [(hub.decode(h[0]["tokens"]), round(h[0]["score"].item(), 6)) for h in hypos]
+
+    with caplog.at_level("WARNING", logger="fairseq_g2lstm.models.gate_flags"):
+        hub, from_cuda = translate("cuda.pt")
+    assert {module.kernel for module in hub.models[0].modules() if hasattr(module, "kernel")} == {"torch"}
+    assert [r.getMessage() for r in caplog.records if r.name == "fairseq_g2lstm.models.gate_flags"] == [
+        "the model was configured with --gate-kernel cuda, but CUDA is not available: using the torch path "
+        "(the same gates), as --gate-kernel torch"]
+    assert from_cuda == translate("torch.pt")[1]
