@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ..compress.packing import expand_packed
 from ..gate_stats import GateTallies
 from ..gates import GateConfig
+from ..quantize import QUANTIZE_CHOICES, check_not_training, check_quantize, quantize_model
 from ..rnn import CellStack, G2LSTM
 from .attention import ATTENTION_TYPES, build_attention
 from .gate_flags import add_gate_args, gate_arch_defaults, gate_config_from_args, log_gate_metrics
@@ -74,12 +75,16 @@ class G2LSTMModel(FairseqEncoderDecoderModel):
             help="share decoder input and output embeddings")
         add("--share-all-embeddings", action="store_true",
             help="share encoder, decoder and output embeddings (requires a joined dictionary)")
+        add("--quantize", choices=QUANTIZE_CHOICES,
+            help="inference only: quantize the loaded weights for CPU (int8: torchao's dynamic int8; "
+                 "docs/performance.md); also --model-overrides \"{'quantize': 'int8'}\"")
         # fmt: on
         add_gate_args(parser)
 
     @classmethod
     def build_model(cls, args, task):
         base_architecture(args)
+        quantize = check_quantize(getattr(args, "quantize", None) or "none")
         if args.encoder_layers != args.decoder_layers:
             raise ValueError("--encoder-layers must match --decoder-layers (each decoder layer starts "
                              "from the matching encoder layer's final state)")
@@ -118,11 +123,24 @@ class G2LSTMModel(FairseqEncoderDecoderModel):
             share_input_output_embed=args.share_decoder_input_output_embed,
             max_positions=getattr(args, "max_target_positions", DEFAULT_MAX_POSITIONS),
         )
-        return cls(encoder, decoder, log_gate_metrics=not args.no_gate_metrics)
+        return cls(encoder, decoder, log_gate_metrics=not args.no_gate_metrics, quantize=quantize)
 
-    def __init__(self, encoder, decoder, log_gate_metrics: bool = True):
+    def __init__(self, encoder, decoder, log_gate_metrics: bool = True, quantize: str = "none"):
         super().__init__(encoder, decoder)
         self.log_gate_metrics = log_gate_metrics
+        self.quantize = quantize
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        """Load, then quantize (``--quantize``): fairseq-generate, fairseq-interactive and
+        the hub all load a model's weights through here, after building it."""
+        result = super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+        quantize_model(self, self.quantize)
+        return result
+
+    def train(self, mode: bool = True):
+        """Refuse to train a quantized model (fairseq-train calls this before its first step)."""
+        check_not_training(self.quantize, mode)
+        return super().train(mode)
 
     @classmethod
     def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", **kwargs):
