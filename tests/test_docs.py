@@ -75,7 +75,7 @@ def anchors(path: Path) -> Set[str]:
 def ignored(paths: List[str]) -> Set[str]:
     if not paths:
         return set()
-    proc = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(["git", "check-ignore", *paths], cwd=REPO, capture_output=True, text=True)
     return set(proc.stdout.splitlines())
 
 
