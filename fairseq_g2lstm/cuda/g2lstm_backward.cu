@@ -2,7 +2,7 @@
 // reverse loop (g2lstm_sequence.h), each followed by the recurrent product
 // dL/dh_{t-1} = grad_preact_t W_hh through torch (cuBLAS); after the loop, dW_hh is one
 // product over all steps. The noise is never needed again: the i/f gate derivative is
-// s (1 - s) / tau from the saved gate s (SPEC.md section 2).
+// s (1 - s) / tau from the saved gate s (docs/paper.md, section 2).
 #include "g2lstm_cuda_launch.cuh"
 #include "g2lstm_sequence.h"
 

@@ -7,7 +7,7 @@
 // Block order of the 4H pre-activation axis: i, f, g, o (torch.nn.LSTM's, gates.py's
 // GATE_ORDER). i and f are the G2 gates; g = tanh, o = sigmoid stay plain.
 //
-// Noise (SPEC.md section 2), one uniform per element, the same scheme as
+// Noise (docs/paper.md, section 2), one uniform per element, the same scheme as
 // gates.sample_gate_noise:  v ~ U(0,1];  B = 1[v < p];  given B = 1, u = v / p is again
 // U(0,1) and independent of B, so  B*L = 1[v < p] * (log(u + eps) - log(1 - u + eps)).
 // Every element (t, b, i-or-f, j) gets its own v: fresh at every step, independent for i
