@@ -104,6 +104,22 @@ def output_file_problem(path: "os.PathLike | str", flag: str) -> Optional[str]:
     return None
 
 
+def output_dir_problem(path: "os.PathLike | str", flag: str) -> Optional[str]:
+    """Why a tool could not create or write in the folder ``path`` given by ``flag``, or
+    None; checked before the work (see :func:`output_file_problem`)."""
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        return f"{flag} {path} is a file, not a folder"
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{flag} {path}: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{flag} {path}: cannot write in {existing}"
+    return None
+
+
 def configure_logging(stream: Optional[TextIO] = None) -> None:
     """Log in fairseq's format at ``$LOGLEVEL`` (default INFO) to ``stream`` (default
     stderr). ``force``: importing fairseq has already configured the root logger at

@@ -316,7 +316,50 @@ def test_bad_inputs_give_one_error_line(capsys, toy_data, toy_checkpoint, foreig
     line = error_line(capsys, [data, "--path", str(toy_checkpoint), "--layer", "decoder.9", *common])
     assert line.endswith("valid: all, " + ", ".join(EXPECTED_LAYERS))
     assert "'nosplit' split" in error_line(capsys, [data, "--path", str(toy_checkpoint), "--split", "nosplit", *common])
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()  # not even an empty folder
+    (tmp_path / "file").write_text("x")
+    line = error_line(capsys, [data, "--path", str(toy_checkpoint), "--cpu", "--out-dir", str(tmp_path / "file" / "o")])
+    assert line == f"g2lstm-gates: error: --out-dir {tmp_path / 'file' / 'o'}: {tmp_path / 'file'} is a file, not a folder"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--bins", "0"], "argument --bins: must be at least 1; got 0"),
+    (["--max-sentences", "x"], "argument --max-sentences: a positive number or 'all'; got 'x'"),
+    (["--nope"], "unrecognized arguments: --nope"),
+])
+def test_usage_errors_are_one_line_without_the_usage_block(capsys, tmp_path, argv, message):
+    with pytest.raises(SystemExit) as stop:
+        cli.main([str(tmp_path), "--path", "a.pt", *argv])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [f"g2lstm-gates: error: {message} (see --help)"]
+
+
+@pytest.mark.parametrize("kind, damage, message", [
+    ("gates.G2.json", lambda r: r["layers"]["decoder.0"]["input"].pop("share_below"),
+     "layer 'decoder.0' gate 'input' has no 'share_below'"),
+    ("gates.G2.json", lambda r: r.pop("layers"), "no 'layers' (dict)"),
+    ("heatmap.1.json", lambda r: r["checkpoints"][1].pop("columns"), "checkpoint 1 has no 'columns'"),
+])
+def test_replot_of_an_incomplete_json_is_one_error_line(run, capsys, tmp_path, kind, damage, message):
+    record = json.loads((run["out"] / kind).read_text())
+    damage(record)
+    (tmp_path / kind).write_text(json.dumps(record))
+    line = error_line(capsys, ["--replot", str(tmp_path / kind), "--out-dir", str(tmp_path / "png")])
+    assert line.startswith(f"g2lstm-gates: error: {tmp_path / kind}: {message}; not a complete "), line
+    assert not (tmp_path / "png").exists()
+
+
+def test_heatmap_labels_are_cut_to_a_readable_length():
+    """An undertrained model can emit one 200-character "word": its tick label is cut,
+    so the figure stays the size of one with a 16-character label."""
+    long_word = "x" * 200
+    rows = [{"label": "G2", "columns": ["<s>", long_word, "ok"], "input": [0.5] * 3, "forget": [0.5] * 3}]
+    fig = figures.heatmap_figure(rows)
+    labels = [t.get_text() for t in fig.get_axes()[0].get_xticklabels()]
+    assert labels == ["<s>", "x" * (figures.MAX_LABEL - 1) + "\u2026", "ok"]
+    cut = [{**rows[0], "columns": ["<s>", "x" * figures.MAX_LABEL, "ok"]}]
+    assert fig.get_size_inches().tolist() == figures.heatmap_figure(cut).get_size_inches().tolist()
+    assert fig.get_size_inches()[1] * figures.DPI < 400
 
 
 def test_console_script_error_has_no_traceback(tmp_path):

@@ -1,4 +1,4 @@
-"""``g2lstm-gates``: how open or shut the gates of g2lstm checkpoints are (SPEC section 5).
+"""``g2lstm-gates``: how open or shut the gates of g2lstm checkpoints are (the paper's section 5; docs/paper.md).
 
 Usage::
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..atomic_file import write_text_atomic
-from ..cli_args import EXIT_INPUT_ERROR, configure_logging, positive_int
+from ..cli_args import EXIT_INPUT_ERROR, OneLineParser, configure_logging, output_dir_problem, positive_int
 from ..checkpoints.io import CheckpointError, check_input
 from ..gates import GATE_EVAL_MODES
 from .summary import GATES, HIGH, LOW
@@ -53,7 +53,7 @@ def _sentence_count(text: str) -> Optional[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Gate statistics of g2lstm checkpoints: teacher-forced over a split, the share of input and "
                     "forget gate values below 0.1 and above 0.9, their mean, binary entropy and histogram, per "
@@ -196,7 +196,7 @@ def replot(json_paths: Sequence, out_dir: Optional[Path] = None, layer: str = DE
     file (``heatmap.*.json``) as its own PNG. Returns the PNGs written."""
     from .collect import GateStatsError
 
-    stats, heatmaps = [], []
+    stats, stats_paths, heatmaps = [], [], []
     for path in map(Path, json_paths):
         try:
             record = json.loads(path.read_text())
@@ -205,16 +205,58 @@ def replot(json_paths: Sequence, out_dir: Optional[Path] = None, layer: str = DE
         kind = record.get("kind") if isinstance(record, dict) else None
         if kind == STATS_KIND:
             stats.append(record)
+            stats_paths.append(path)
         elif kind == HEATMAP_KIND:
             heatmaps.append((path, record))
         else:
             raise GateStatsError(f"{path}: not a JSON file written by {PROG}")
+    for path, record in [*zip(stats_paths, stats), *heatmaps]:
+        check_record(path, record)
     out_dir = Path(out_dir) if out_dir is not None else Path(json_paths[0]).parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    problem = output_dir_problem(out_dir, "--out-dir")
+    if problem:
+        raise GateStatsError(problem)
     written = write_histograms(stats, layer_list(stats, layer), out_dir) if stats else []
     for path, record in heatmaps:
         written.append(write_heatmap_png(record, out_dir / (path.stem + ".png")))
     return written
+
+
+REQUIRED_FIELDS = {
+    STATS_KIND: {"label": str, "split": str, "sentences": int, "layers": dict},
+    HEATMAP_KIND: {"layer": str, "source": str, "units": str, "checkpoints": list},
+}
+REQUIRED_LAYER_FIELDS = ("share_below", "share_above", "histogram")
+REQUIRED_ROW_FIELDS = ("label", "columns", *GATES)
+
+
+def check_record(path: Path, record: Dict[str, Any]) -> None:
+    """One line naming the file and the field, for a JSON file that says it is ours but
+    lacks what the figures read (edited by hand, or cut short), instead of a KeyError."""
+    from .collect import GateStatsError
+
+    def missing(what: str) -> GateStatsError:
+        return GateStatsError(f"{path}: {what}; not a complete {record['kind']} file of {PROG} (rerun the command "
+                              "that wrote it)")
+
+    for name, kind in REQUIRED_FIELDS[record["kind"]].items():
+        if not isinstance(record.get(name), kind):
+            raise missing(f"no '{name}' ({kind.__name__})")
+    if record["kind"] == STATS_KIND:
+        for layer, gates in record["layers"].items():
+            if not isinstance(gates, dict):
+                raise missing(f"layer '{layer}' is not an object")
+            for gate, entry in gates.items():  # a gate without a histogram is not drawn
+                if gate not in GATES or not isinstance(entry, dict) or entry.get("histogram") is None:
+                    continue
+                lacking = [name for name in REQUIRED_LAYER_FIELDS if name not in entry]
+                if lacking:
+                    raise missing(f"layer '{layer}' gate '{gate}' has no '{lacking[0]}'")
+    else:
+        for k, row in enumerate(record["checkpoints"]):
+            lacking = [name for name in REQUIRED_ROW_FIELDS if not isinstance(row, dict) or name not in row]
+            if lacking:
+                raise missing(f"checkpoint {k} has no '{lacking[0]}'")
 
 
 # --- the whole run ----------------------------------------------------------------------------------
@@ -282,8 +324,9 @@ def run(args, argv: Sequence[str]) -> List[Path]:
     if args.heatmap_only and not args.heatmap:
         raise GateStatsError("--heatmap-only needs at least one --heatmap sentence")
     data, out_dir = Path(args.data), Path(args.out_dir or DEFAULT_OUT_DIR)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise GateStatsError(f"--out-dir {out_dir} is a file")
+    problem = output_dir_problem(out_dir, "--out-dir")
+    if problem:
+        raise GateStatsError(problem)
     for path in args.path:  # every path before loading any: a typo fails at once
         check_input(path)
     check_data_bin(data)
@@ -298,8 +341,7 @@ def run(args, argv: Sequence[str]) -> List[Path]:
     decoder_layers = [name for name in common if name.startswith("decoder.")]
     if args.heatmap and args.heatmap_layer not in decoder_layers:
         raise GateStatsError(f"unknown --heatmap-layer {args.heatmap_layer!r}; valid: {', '.join(decoder_layers)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    origin = provenance(argv)
+    origin = provenance(argv)  # out_dir appears with the first file written (atomic_file makes it)
     log_format = args.log_format or ("simple" if args.no_progress_bar else None)
 
     written: List[Path] = []

@@ -11,7 +11,7 @@
   layer's input and forget gates into :class:`~.summary.GateTallies`.
 * :func:`stats_record` turns the tallies into the JSON record ``g2lstm-gates`` writes.
 * :func:`token_gates` computes the per-token mean gates of one sentence pair (the
-  paper's per-token view, SPEC section 5).
+  paper's per-token view, section 5).
 
 Layer names are those of :class:`~.summary.GateTallies`: ``encoder.<l>`` (and
 ``encoder.<l>.reverse`` for the reverse direction of a bidirectional layer) and

@@ -1,4 +1,4 @@
-"""Figures of the gate statistics, in the paper's style (SPEC section 5).
+"""Figures of the gate statistics, in the paper's style (its section 5; docs/paper.md).
 
 Each function takes data (the numbers ``g2lstm-gates`` writes to its JSON files) and
 returns a :class:`matplotlib.figure.Figure`; it saves nothing and touches no global
@@ -27,6 +27,13 @@ MAX_ANNOTATED_COLUMNS = 30  # write the values into the cells up to this many co
 MAX_UPRIGHT_COLUMNS = 8  # more columns than this, or a longer label, and the labels are slanted
 MAX_UPRIGHT_LABEL = 10  # characters: about what fits under one column without meeting its neighbour
 LABEL_CHAR_INCHES = 0.075  # the width of one tick-label character at matplotlib's default 10 pt
+MAX_LABEL = 16  # characters of a column label drawn; an undertrained model's 200-character "word" is cut
+
+
+def column_label(text: str) -> str:
+    """A column's tick label, at most :data:`MAX_LABEL` characters (a longer one ends in
+    an ellipsis; the JSON keeps the whole text)."""
+    return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "\u2026"
 
 
 def histogram_figure(layer: str, series: Sequence[Tuple[str, Mapping[str, Mapping[str, Any]]]],
@@ -78,7 +85,7 @@ def heatmap_figure(rows: Sequence[Mapping[str, Any]], title: str = "") -> Figure
         values = np.array([row[gate] for gate in GATES], dtype=float)  # [gates, columns]
         image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap=HEATMAP_CMAP, aspect="auto", interpolation="nearest")
         ax.set_yticks(range(len(GATES)), [f"{gate}" for gate in GATES])
-        ax.set_xticks(range(len(row["columns"])), row["columns"], rotation=45 if slanted else 0,
+        ax.set_xticks(range(len(row["columns"])), [column_label(c) for c in row["columns"]], rotation=45 if slanted else 0,
                       ha="right" if slanted else "center", rotation_mode="anchor" if slanted else "default")
         if len(row["columns"]) <= MAX_ANNOTATED_COLUMNS:
             for (g, c), value in np.ndenumerate(values):
@@ -98,7 +105,7 @@ def slanted_labels(rows: Sequence[Mapping[str, Any]]) -> bool:
     """Whether a heatmap's column labels must slant so that neighbours do not run into
     each other: many columns, or one long label."""
     return (max(len(row["columns"]) for row in rows) > MAX_UPRIGHT_COLUMNS
-            or any(len(label) > MAX_UPRIGHT_LABEL for row in rows for label in row["columns"]))
+            or any(len(column_label(label)) > MAX_UPRIGHT_LABEL for row in rows for label in row["columns"]))
 
 
 def heatmap_size(rows: Sequence[Mapping[str, Any]], slanted: bool) -> Tuple[float, float]:
@@ -109,7 +116,7 @@ def heatmap_size(rows: Sequence[Mapping[str, Any]], slanted: bool) -> Tuple[floa
     columns = max(len(row["columns"]) for row in rows)
     label_depth = 0.3  # one upright line
     if slanted:
-        longest = max(len(label) for row in rows for label in row["columns"])
+        longest = max(len(column_label(label)) for row in rows for label in row["columns"])
         label_depth = max(label_depth, 0.71 * LABEL_CHAR_INCHES * longest)
     return (min(max(6.0, 2.5 + 0.6 * columns), 24.0), 1.1 + (1.2 + label_depth) * len(rows))
 

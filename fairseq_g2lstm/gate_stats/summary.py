@@ -1,7 +1,7 @@
 """Running statistics of the G2 gates: how open or shut the input and forget gates are.
 
 G2-LSTM's claim is that its input and forget gates sit near 0 or 1 while a plain LSTM's
-sit near 0.5 (SPEC.md section 5). :class:`GateTally` measures that for one gate of one
+sit near 0.5 (the paper's section 5). :class:`GateTally` measures that for one gate of one
 layer: the share of values below :data:`LOW` and above :data:`HIGH`, the mean, and
 optionally the mean binary entropy and a histogram over [0, 1]. :class:`GateTallies`
 keeps one tally per (layer name, gate) and is what the layers' ``gate_recorder`` hook
