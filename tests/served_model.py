@@ -76,7 +76,7 @@ class Server:
         for line in self.proc.stderr:
             self.lines.append(line.rstrip("\n"))
             if self.url is None and line.startswith("g2lstm-serve: serving") and marker in line:
-                self.url = line.rsplit(marker, 1)[1].strip().rstrip("/")
+                self.url = "http://" + line.rsplit(marker, 1)[1].strip().rstrip("/")
                 self._ready.set()
         self._ready.set()  # the process ended
 
@@ -93,7 +93,8 @@ class Server:
         return httpx.Client(base_url=self.url, timeout=60, **kwargs)
 
     def stop(self, timeout: float = 60) -> int:
-        """SIGTERM, then the exit status (the server drains and exits by itself)."""
+        """SIGTERM, then the exit status (the server drains and exits by itself, by the
+        signal: uvicorn re-raises it once the requests in flight are answered)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:

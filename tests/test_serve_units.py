@@ -279,8 +279,9 @@ def test_models_by_pair_and_id_and_the_auto_source_rule():
     with client_for(translators) as client:
         assert client.post("/v1/translate", json={"q": "a", "model": "plain"}).json()["model"] == "plain"
         assert client.post("/v1/translate", json={"q": "a", "source": "de", "target": "en"}).json()["model"] == "g2"
-        missing = client.post("/v1/translate", json={"q": "a"})
-        assert missing.status_code == 400 and missing.json()["field"] == "model"
+        assert client.post("/v1/translate", json={"q": "a"}).json()["model"] == "g2"  # the first given
+        half = client.post("/v1/translate", json={"q": "a", "source": "fr"})
+        assert half.status_code == 400 and half.json()["field"] == "target"
         auto = client.post("/translate", json={"q": "a", "source": "auto", "target": "en"})
         assert auto.status_code == 400 and auto.json()["field"] == "source" and "de, fr" in auto.json()["error"]
         assert client.get("/languages").json() == [{"code": "de", "name": "German", "targets": ["en"]},

@@ -96,11 +96,11 @@ class Models:
             if request.model not in self.by_id:
                 raise ApiError(400, f"unknown model '{request.model}'; known: {', '.join(self.by_id)}", "model")
             return self.by_id[request.model]
+        if request.source is None and request.target is None:
+            return next(iter(self.by_id.values()))  # the server's first model
         if request.source is None or request.target is None:
-            if len(self.by_id) == 1:
-                return next(iter(self.by_id.values()))
-            raise ApiError(400, "give 'model' (see /v1/models), or 'source' and 'target'",
-                           "model")
+            raise ApiError(400, "give both 'source' and 'target', or a 'model' (see /v1/models)",
+                           "target" if request.target is None else "source")
         return self.for_pair(request.source, request.target)[0]
 
 

@@ -31,7 +31,7 @@ class LibreTranslateRequest(BaseModel):
 
 class TranslateRequest(BaseModel):
     """``POST /v1/translate``: our own API. ``model`` (an id from ``/v1/models``) or a
-    ``source`` and ``target`` pair chooses the model."""
+    ``source`` and ``target`` pair chooses the model; neither: the server's first model."""
 
     model_config = ConfigDict(extra="forbid")
     q: Union[str, List[str]]
