@@ -22,6 +22,7 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor
 
 GATE_MODES = ("gumbel", "plain", "sharpened")
@@ -149,6 +150,7 @@ def sample_gate_noise(
     device=None,
     dtype=torch.float32,
     generator: Optional[torch.Generator] = None,
+    eps: float = LOGISTIC_EPS,
 ) -> Tensor:
     """Draw ``B * L`` for the i/f gates: fresh for every element of ``shape``.
 
@@ -157,15 +159,19 @@ def sample_gate_noise(
     so ``torch.manual_seed`` fixes them.
 
     One uniform ``v`` per element gives both draws: ``B = 1[v < p]``, and given ``B = 1``,
-    ``v / p`` is again Uniform(0, 1) and independent of ``B``, so ``L(v / p)`` has the
-    exact law of ``B * L`` where it matters (``L`` is multiplied by 0 elsewhere).
-    The mask is built with float arithmetic: boolean masking is several times slower
-    on CPU than the logarithms themselves.
+    ``u = 1 - v / p`` is again Uniform(0, 1] and independent of ``B``, so ``L(u)`` has the
+    exact law of ``B * L`` where it matters. :func:`logistic_noise` is a logit,
+    ``L(u) = logit(x)`` with ``x = (u + eps) / (1 + 2 eps)``, and ``x`` is affine in ``v``;
+    it falls to ``x_min = eps / (1 + 2 eps)`` exactly at ``v = p``. So after the draw the
+    noise takes three passes over memory, each a single in-place op: ``x = lerp(x(0), x(1), v)``;
+    ``x = 0.5`` wherever ``x <= x_min`` (``threshold``: that is ``v >= p``, and
+    ``logit(0.5) = 0`` exactly); ``logit``. No boolean mask is ever built (boolean masking
+    is several times slower on CPU than the arithmetic).
 
-    The draw and the logarithms run in float32 at least (float64 stays float64), and only
-    the result is cast to ``dtype``: in bfloat16, ``eps - 1`` rounds to ``-1``, so
-    ``L(1)`` would be ``inf`` and ``inf * 0`` NaN; in float16, ``v`` would take only a few
-    thousand values. Low precision thus changes nothing but the final rounding.
+    The draw and the arithmetic run in float32 at least (float64 stays float64), and only
+    the result is cast to ``dtype``: in bfloat16, ``x`` near 1 rounds to 1, so ``L(1)``
+    would be ``inf``; in float16, ``v`` would take only a few thousand values. Low
+    precision thus changes nothing but the final rounding.
     """
     if generator is None:
         generator = rank_noise_generator(device)
@@ -173,9 +179,13 @@ def sample_gate_noise(
     v = torch.rand(shape, device=device, dtype=draw_dtype, generator=generator)
     if noise_prob <= 0.0:
         return v.zero_().to(dtype)
-    noised = torch.sign(noise_prob - v).clamp_(min=0.0)  # 1.0 where v < p, else 0.0
-    u = v.mul_(1.0 / noise_prob).clamp_(max=1.0)  # only entries with v < p are used
-    return logistic_noise(u).mul_(noised).to(dtype)
+    scale = 1.0 + 2.0 * eps
+    x_first = (1.0 + eps) / scale  # x at v = 0, u = 1
+    x_last = x_first - 1.0 / (noise_prob * scale)  # x at v = 1, on the same line
+    ends = torch.tensor([x_first, x_last], device=device, dtype=draw_dtype)
+    x = torch.lerp(ends[0], ends[1], v)
+    F.threshold_(x, eps / scale, 0.5)  # v >= p: x = 0.5, so L = 0
+    return x.logit_().to(dtype)
 
 
 def _split(t: Tensor):
@@ -222,21 +232,32 @@ def activate_gates(
     return out
 
 
-def prescale_preact(preact: Tensor, spec: GateSpec, noise: Optional[Tensor] = None) -> Tensor:
-    """In place: ``a_if <- (a_if + noise) * inv_temperature`` on the i/f blocks of ``preact``
-    [..., 4H], the part of the gate that happens before the sigmoid. Returns ``preact``.
+def prescale_preact(
+    preact: Tensor, spec: GateSpec, noise: Optional[Tensor] = None, out: Optional[Tensor] = None
+) -> Tensor:
+    """``a_if <- (a_if + noise) * inv_temperature`` on the i/f blocks of ``preact``
+    [..., 4H], the part of the gate that happens before the sigmoid; in place, or into
+    ``out`` (same shape; the g and o blocks are copied), which saves a full copy first.
+    Returns the result.
 
     Because the step is affine in the pre-activations, a sequence loop can apply it to
     all input projections at once and fold ``inv_temperature`` into the i/f rows of the
     recurrent weights (:func:`prescale_weight`); the loop then activates with
     :meth:`GateSpec.after_prescaling`.
     """
-    a_if = _split(preact)[0]
+    h2 = preact.shape[-1] // NUM_GATES * NUM_NOISY_GATES
+    if out is None:
+        out = preact
+    else:
+        out[..., h2:].copy_(preact[..., h2:])
+    a_if, o_if = preact[..., :h2], out[..., :h2]
     if noise is not None:
-        a_if.add_(noise)
+        a_if = torch.add(a_if, noise, out=o_if)
     if spec.inv_temperature != 1.0:
-        a_if.mul_(spec.inv_temperature)
-    return preact
+        a_if = torch.mul(a_if, spec.inv_temperature, out=o_if)
+    if a_if is not o_if:  # neither noise nor temperature: a copy into out
+        o_if.copy_(a_if)
+    return out
 
 
 def prescale_weight(weight: Tensor, spec: GateSpec) -> Tensor:

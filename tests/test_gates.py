@@ -30,14 +30,12 @@ def test_logistic_noise_has_mean_zero_and_clamped_logistic_variance():
     assert noise.abs().max().item() <= math.log((1 + LOGISTIC_EPS) / LOGISTIC_EPS) + 1e-9
 
 
-@pytest.mark.parametrize("p", [0.0, 0.05, 0.2, 0.5, 1.0])
-def test_share_and_law_of_noised_elements_for_any_p(p):
-    """B ~ Bernoulli(p) picks the noised elements; those follow the clamped logistic law,
-    whatever p (one uniform draws both B and L, so a wrong rescaling of v would show)."""
-    torch.manual_seed(1)
-    n = 1_000_000
-    noise = sample_gate_noise((n,), p, dtype=torch.float64)
-    noised = noise[noise != 0]
+def assert_noise_law(noise: torch.Tensor, p: float) -> None:
+    """The statistical check of ``B * L`` draws: the share of noised (non-zero) elements is
+    p, and those follow the clamped logistic law (mean, second moment, bound, and a
+    Kolmogorov-Smirnov distance to its exact CDF)."""
+    n = noise.numel()
+    noised = noise[noise != 0].double()
     assert noised.numel() / n == pytest.approx(p, abs=5 * math.sqrt(max(p * (1 - p), 1e-12) / n))
     if p == 0.0:
         return
@@ -46,6 +44,65 @@ def test_share_and_law_of_noised_elements_for_any_p(p):
     assert abs(noised.mean().item() - mean) < bound
     assert noised.pow(2).mean().item() == pytest.approx(second_moment, rel=0.03 if p < 0.1 else 0.015)
     assert noised.abs().max().item() <= math.log((1 + LOGISTIC_EPS) / LOGISTIC_EPS) + 1e-9
+    # Kolmogorov-Smirnov against the exact CDF: L(u) is increasing, so P(L <= l) = u(l).
+    values = noised.sort().values
+    e = values.exp()
+    cdf = ((e * (1 + LOGISTIC_EPS) - LOGISTIC_EPS) / (1 + e)).clamp(0, 1)
+    steps = torch.arange(1, values.numel() + 1, dtype=torch.float64) / values.numel()
+    distance = torch.maximum(steps - cdf, cdf - (steps - 1 / values.numel())).max().item()
+    assert distance < 1.95 / math.sqrt(values.numel())  # the 0.1% critical value
+
+
+@pytest.mark.parametrize("p", [0.0, 0.05, 0.2, 0.5, 1.0])
+def test_share_and_law_of_noised_elements_for_any_p(p):
+    """B ~ Bernoulli(p) picks the noised elements; those follow the clamped logistic law,
+    whatever p (one uniform draws both B and L, so a wrong rescaling of v would show)."""
+    torch.manual_seed(1)
+    assert_noise_law(sample_gate_noise((1_000_000,), p, dtype=torch.float64), p)
+
+
+def wrong_samplers(n: int, p: float):
+    """Samplers with one deliberate mistake each, drawn from the same kind of uniforms."""
+    v = torch.rand(n, dtype=torch.float64)
+    w = torch.rand(n, dtype=torch.float64)
+    keep = lambda mask, values: torch.where(mask, values, torch.zeros_like(values))  # noqa: E731
+    return {
+        "mask probability 5% high": keep(v < 1.05 * p, logistic_noise(w)),
+        "mask probability 5% low": keep(v < 0.95 * p, logistic_noise(w)),
+        "u = v, not rescaled by p": keep(v < p, logistic_noise(v)),
+        "u in [0, 0.9)": keep(v < p, logistic_noise(0.9 * w)),
+        "logistic without the eps clamp": keep(v < p, logistic_noise(w, eps=1e-12)),
+        "logistic scaled by 1.1": keep(v < p, 1.1 * logistic_noise(w)),
+        "Gaussian with the logistic's variance, clamped to its bound": keep(
+            v < p, (torch.randn(n, dtype=torch.float64) * math.sqrt(clamped_logistic_moments()[1]))
+            .clamp(-math.log(1 / LOGISTIC_EPS), math.log(1 / LOGISTIC_EPS))),
+    }
+
+
+@pytest.mark.parametrize("mistake", list(wrong_samplers(10, 0.2)))
+def test_the_statistical_check_rejects_a_wrong_sampler(mistake):
+    """The law check above can fail: each deliberately wrong sampler is rejected, while the
+    right one built from the same kind of draws passes."""
+    torch.manual_seed(7)
+    n, p = 1_000_000, 0.2
+    with pytest.raises(AssertionError):
+        assert_noise_law(wrong_samplers(n, p)[mistake], p)
+    v, w = torch.rand(n, dtype=torch.float64), torch.rand(n, dtype=torch.float64)
+    assert_noise_law(torch.where(v < p, logistic_noise(w), torch.zeros_like(w)), p)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("p", [0.05, 0.2, 1.0])
+def test_noise_is_the_documented_function_of_torchs_uniforms(dtype, p):
+    """B = 1[v < p] and L = logistic_noise(1 - v / p) from one seeded torch.rand draw:
+    the mask exactly, the values to the draw dtype's rounding."""
+    torch.manual_seed(11)
+    v = torch.rand(200_000, dtype=dtype)
+    torch.manual_seed(11)
+    noise = sample_gate_noise((200_000,), p, dtype=dtype)
+    expected = torch.where(v < p, logistic_noise(1 - v / p), torch.zeros_like(v))
+    assert torch.equal(noise != 0, v < p)
+    assert torch.allclose(noise, expected, rtol=0, atol=1e-10 if dtype == torch.float64 else 2e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])

@@ -78,7 +78,7 @@ class SequenceFunction(torch.autograd.Function):
         steps, batch, h4 = x_proj.shape
         hidden = h4 // 4
         batch_sizes = batch_sizes_for(lengths, steps)
-        gates = prescale_preact(x_proj.clone(), spec, noise)  # pre-activations, then gates
+        gates = prescale_preact(x_proj, spec, noise, out=torch.empty_like(x_proj))  # pre-activations, then gates
         w_rec_t = prescale_weight(w_hh, spec).t().contiguous()  # [H,4H]; contiguous GEMMs are faster
         cell_spec = spec.after_prescaling()
         cells, tanh_cells, out = (x_proj.new_zeros(steps, batch, hidden) for _ in range(3))
