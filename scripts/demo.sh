@@ -73,3 +73,7 @@ stage "done"
 echo "$BLEU ($UPDATES of $MAX_UPDATE updates)"
 [ -z "$EARLY" ] || echo "$EARLY"
 echo "demo wall time: $(( $(date +%s) - start )) s (outputs in $DEMO_DIR/)"
+echo
+echo "Serve the model (a LibreTranslate-compatible API and a web page at http://127.0.0.1:8000/):"
+echo "  g2lstm-export $CKPT --data $DEMO_DIR/data-bin --out /tmp/g2lstm-demo-model --force"
+echo "  g2lstm-serve /tmp/g2lstm-demo-model"
