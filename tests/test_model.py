@@ -80,6 +80,53 @@ def test_reordering_in_the_middle_of_decoding_matches_teacher_forcing(model_fact
         assert torch.allclose(step_attn[:, -1], full_attn[:, t], atol=1e-6)
 
 
+def test_reordering_beams_of_one_sentence_copies_no_encoder_output(model_factory):
+    """A reorder that keeps each row's source (beams swapping places) returns the encoder
+    output itself and keeps the cached keys; the hidden states still move, and the steps
+    after it score what teacher forcing of the reordered rows scores."""
+    model = with_strong_weights(model_factory()).eval()
+    src, src_lengths = source_batch(model)
+    repeat = torch.tensor([0, 0, 1, 1, 2, 2])  # as beam search starts: each sentence twice
+    prev = target_prefix(model, 6, 6)
+    encoder_out = model.encoder.reorder_encoder_out(model.encoder(src, src_lengths), repeat)
+    assert torch.equal(encoder_out["source_index"][0], repeat)
+    state = {}
+    for t in range(3):
+        model.decoder(prev[:, : t + 1], encoder_out, incremental_state=state)
+    swap = torch.tensor([1, 0, 2, 3, 5, 4])
+    keys = model.decoder.get_incremental_state(state, "cached_state")["keys"]
+    model.decoder.reorder_incremental_state_scripting(state, swap)
+    assert model.encoder.reorder_encoder_out(encoder_out, swap) is encoder_out
+    assert model.decoder.get_incremental_state(state, "cached_state")["keys"] is keys
+    prev = prev[swap]
+    full, _ = model(src[repeat[swap]], src_lengths[repeat[swap]], prev)
+    for t in range(3, 6):
+        step, _ = model.decoder(prev[:, : t + 1], encoder_out, incremental_state=state)
+        assert torch.allclose(step[:, -1], full[:, t], atol=1e-5)
+    mixed = torch.tensor([2, 0, 1, 3, 5, 4])  # row 0 now holds sentence 1: a real reorder
+    moved = model.encoder.reorder_encoder_out(encoder_out, mixed)
+    assert torch.equal(moved["source_index"][0], repeat[mixed])
+    assert torch.equal(moved["encoder_out"][0], encoder_out["encoder_out"][0][:, mixed])
+
+
+def test_beam_search_is_the_same_without_the_reorder_shortcut(model_factory, monkeypatch):
+    import fairseq_g2lstm.models.g2lstm as g2lstm_module
+
+    model = with_strong_weights(model_factory()).eval()
+    src, src_lengths = source_batch(model, lengths=(5, 2, 4, 5))
+    sample = {"net_input": {"src_tokens": src, "src_lengths": src_lengths}}
+    generator = SequenceGenerator([model], model.decoder.dictionary, beam_size=3, max_len_b=8)
+    answers, keeps_sources = [], g2lstm_module.keeps_sources
+    monkeypatch.setattr(g2lstm_module, "keeps_sources", lambda *args: answers.append(keeps_sources(*args)) or answers[-1])
+    shortcut = generator.forward(sample)
+    assert True in answers and False in answers  # the shortcut was taken, and refused at the first repeat
+    monkeypatch.setattr(g2lstm_module, "keeps_sources", lambda source_index, new_order: False)
+    copied = generator.forward(sample)
+    for ours, theirs in zip(shortcut, copied):
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a["tokens"], b["tokens"]) and torch.equal(a["positional_scores"], b["positional_scores"])
+
+
 @pytest.mark.parametrize("variant", VARIANTS[:2])
 def test_beam_one_equals_greedy(model_factory, variant):
     model = model_factory(**variant).eval()

@@ -13,6 +13,11 @@ Encoder output (``encoder_out``), a dict of lists as in fairseq's transformer:
 * ``encoder_padding_mask``: [B,S] True at padding.
 * ``final_hiddens`` / ``final_cells``: one [B,C_l] tensor per encoder layer, the last
   state of each layer (both directions concatenated for a bidirectional layer).
+* ``source_index``: [B] the row of the encoded batch that each row holds. Beam search
+  repeats each sentence's row and then permutes beams at every step; rows of one source
+  are equal, so a permutation that keeps each row's source changes nothing and the
+  encoder output (and the attention keys the decoder caches) are not copied
+  (:func:`keeps_sources`).
 """
 from typing import Dict, List, Optional
 
@@ -226,6 +231,7 @@ class G2LSTMEncoder(FairseqEncoder):
             "encoder_padding_mask": [padding_mask],
             "final_hiddens": self._per_layer(h_n),
             "final_cells": self._per_layer(c_n),
+            "source_index": [torch.arange(src_tokens.shape[0], device=src_tokens.device)],
         }
 
     def _per_layer(self, states: Tensor) -> List[Tensor]:
@@ -233,7 +239,13 @@ class G2LSTMEncoder(FairseqEncoder):
         return [torch.cat(chunk.unbind(0), dim=1) for chunk in states.split(self.lstm.num_directions)]
 
     def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor):
+        """Rows in ``new_order``; ``encoder_out`` itself where every row keeps its source."""
+        source_index = encoder_out.get("source_index", [None])[0]
+        if keeps_sources(source_index, new_order):
+            return encoder_out
+        reordered = {} if source_index is None else {"source_index": [source_index.index_select(0, new_order)]}
         return {
+            **reordered,
             "encoder_out": [encoder_out["encoder_out"][0].transpose(0, 1).index_select(0, new_order).transpose(0, 1)],
             "encoder_padding_mask": [encoder_out["encoder_padding_mask"][0].index_select(0, new_order)],
             "final_hiddens": [h.index_select(0, new_order) for h in encoder_out["final_hiddens"]],
@@ -312,6 +324,8 @@ class G2LSTMDecoder(FairseqIncrementalDecoder):
         if incremental_state is not None:
             cache = {"hiddens": torch.stack(hiddens, dim=1), "cells": torch.stack(cells, dim=1), "feed": feed,
                      "keys": memory["keys"]}
+            if "source_index" in encoder_out:
+                cache["source_index"] = encoder_out["source_index"][0]
             self.set_incremental_state(incremental_state, "cached_state", cache)
         x = torch.stack(outs, dim=1)  # [B,T,H]
         if self.additional_fc is not None:
@@ -336,7 +350,7 @@ class G2LSTMDecoder(FairseqIncrementalDecoder):
             recorder(layer, 0, gates.masked_fill_(~real.unsqueeze(2), 0.0), lengths)
 
     # Incremental state: one dict of batch-first tensors: hiddens and cells [B,L,H],
-    # feed [B,H] and the attention keys [B,S,K].
+    # feed [B,H], the attention keys [B,S,K] and the encoder's source_index [B].
     @staticmethod
     def _unpack(cache):
         return list(cache["hiddens"].unbind(1)), list(cache["cells"].unbind(1)), cache["feed"], cache["keys"]
@@ -345,7 +359,8 @@ class G2LSTMDecoder(FairseqIncrementalDecoder):
         cache = self.get_incremental_state(incremental_state, "cached_state")
         if cache is None:
             return
-        reordered = {k: v.index_select(0, new_order) for k, v in cache.items()}
+        keep = keeps_sources(cache.get("source_index"), new_order)
+        reordered = {k: v if keep and k in PER_SOURCE_STATE else v.index_select(0, new_order) for k, v in cache.items()}
         self.set_incremental_state(incremental_state, "cached_state", reordered)
 
     def output_layer(self, x: Tensor) -> Tensor:
@@ -358,6 +373,19 @@ class G2LSTMDecoder(FairseqIncrementalDecoder):
 
     def make_generation_fast_(self, need_attn=False, **kwargs):
         self.need_attn = need_attn
+
+
+# The decoder's cached state that depends on the source sentence only, not on the beam.
+PER_SOURCE_STATE = ("keys", "source_index")
+
+
+def keeps_sources(source_index: Optional[Tensor], new_order: Tensor) -> bool:
+    """Whether ``new_order`` [B'] puts in every row a row of the same source, by the
+    encoder's ``source_index`` [B] (None: unknown, so no). Rows of one source hold equal
+    encoder outputs, so such a reordering changes none of them."""
+    if source_index is None or new_order.shape != source_index.shape:
+        return False
+    return torch.equal(source_index.index_select(0, new_order), source_index)
 
 
 # --- factory helpers: one place for the initialisation ---------------------------------
