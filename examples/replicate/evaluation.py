@@ -57,13 +57,25 @@ def heatmap_pairs(data_bin: Path, source_lang: str, target_lang: str, count: int
     return pairs
 
 
+def checkout_env() -> Dict[str, str]:
+    """The environment of every child process: ``PYTHONPATH`` starts with the checkout
+    whose ``fairseq_g2lstm`` this process imported, so that ``python -m fairseq_g2lstm...``
+    runs the same code as the rest of the evaluation (fairseq-generate gets that
+    package's folder as ``--user-dir``), not whichever copy is installed."""
+    import fairseq_g2lstm
+
+    checkout = str(Path(fairseq_g2lstm.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (checkout, os.environ.get("PYTHONPATH")) if p)}
+
+
 def compression_grid(data_bin: Path, checkpoint: Path, label: str, langs: Sequence[str]) -> Dict:
-    from fairseq_g2lstm.compress.sweep import run_sweep
+    from fairseq_g2lstm.compress.sweep import run_generate, run_sweep
 
     bpe = bpe_symbol(data_bin)
     gen_args = [*langs, *(["--remove-bpe", bpe] if bpe else []), "--max-tokens", "8000", "--cpu"]
     return run_sweep(str(data_bin), [str(checkpoint)], [label], gen_args=gen_args,
-                     log=lambda line: print(f"    {line}", flush=True))
+                     log=lambda line: print(f"    {line}", flush=True),
+                     generate=lambda command, env: run_generate(command, checkout_env()))
 
 
 def gate_statistics(data_bin: Path, checkpoint: Path, label: str,
@@ -75,7 +87,7 @@ def gate_statistics(data_bin: Path, checkpoint: Path, label: str,
                    "--no-progress-bar"]
         for source, target in pairs:
             command += ["--heatmap", source, "--heatmap-target", target]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=os.environ)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=checkout_env())
         stats = json.loads((Path(out) / f"gates.{label}.json").read_text())
         heatmaps = [json.loads((Path(out) / f"heatmap.{k}.json").read_text()) for k in range(1, len(pairs) + 1)]
     return stats, heatmaps
@@ -84,6 +96,8 @@ def gate_statistics(data_bin: Path, checkpoint: Path, label: str,
 def evaluate(name: str, trained: Dict, checkpoint: Path, data_bin: Path, langs: Sequence[str],
              pairs: Sequence[Tuple[str, str]]) -> Dict:
     """The results record of one model (what results/<name>.json holds)."""
+    from fairseq_g2lstm.gate_stats.cli import data_lowercased
+
     start = time.monotonic()
     sweep = compression_grid(data_bin, checkpoint, name, langs)
     stats, heatmaps = gate_statistics(data_bin, checkpoint, name, pairs)
@@ -97,6 +111,10 @@ def evaluate(name: str, trained: Dict, checkpoint: Path, data_bin: Path, langs: 
         "compression": {row: {"bleu": cell["bleu"], "delta": cell["delta"], "signature": cell["signature"],
                               "score_line": cell["score_line"]} for row, cell in cells.items()},
         "generate_command": cells["original"]["command"],
+        "lowercased": data_lowercased(data_bin),
+        # the test translations, for significance tests between models without decoding again
+        "hypotheses": cells["original"].get("hypotheses"),
+        "references": cells["original"].get("references"),
         "gates": {"split": stats["split"], "sentences": stats["sentences"], "layers": stats["layers"],
                   "command": stats["generated_by"]["command"]},
         "heatmaps": [{"source": h["source"], "target": h["target"], "layer": h["layer"], "units": h["units"],

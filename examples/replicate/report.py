@@ -19,14 +19,15 @@ END_MARK = "<!-- end of the generated part: a person's reading may follow, and i
 ARM_NAMES = {"plain": "baseline (plain LSTM)", "sharpened": "sharpened sigmoid (tau 0.2)", "gumbel": "G2-LSTM (gumbel)"}
 ROWS = ("original", "round (r=0.5)", "round-clip (r=0.5, c=1)", "svd (k=32)", "svd (k=16)")
 ROW_HEADS = ("original", "round", "round & clip", "SVD k=32", "SVD k=16")
-# SPEC.md section 4: test BLEU on IWSLT14 De->En after compression (the paper, one run each).
+# The paper's Table 4 (docs/paper.md): test BLEU on IWSLT14 De->En after compression, one run each.
 PAPER_IWSLT = {
     "plain": (31.00, 28.65, 21.97, 30.52, 29.56),
     "sharpened": (29.73, 27.08, 25.14, 29.17, 28.82),
     "gumbel": (31.95, 31.44, 31.44, 31.62, 31.28),
 }
-SHARE_LAYERS = ("encoder.0", "encoder.1", "decoder.0", "decoder.1")
 FIGURE_DIR = "figures"
+BOOTSTRAP_SAMPLES = 1000  # sacreBLEU's default for --paired-bs
+REPLICATION_DATA = "examples/replicate/work/data-bin"  # run.py's own data, always prepared with --lowercase
 
 
 def checkout_relative(command: str) -> str:
@@ -77,11 +78,74 @@ def delta_table(groups: Dict[str, List[Dict]]) -> List[str]:
     return lines
 
 
+def gate_layers(results: Sequence[Dict]) -> List[str]:
+    """Every layer of any model's gate statistics, in the order the tool wrote them
+    (encoder.0, encoder.0.reverse, encoder.1, decoder.0, ...): none is left out."""
+    layers: List[str] = []
+    for r in results:
+        layers += [name for name in r["gates"]["layers"] if name not in layers]
+    return layers
+
+
+def test_set_case(results: Sequence[Dict]) -> str:
+    """How the test set's case was treated, from the results (``lowercased``, recorded since
+    the evaluation stores it); results that predate the field are lowercased only when
+    they are of run.py's own data, which it always prepares with ``--lowercase``."""
+    def lowercased(r: Dict) -> Optional[bool]:
+        if "lowercased" in r:
+            return bool(r["lowercased"])
+        return True if f" {REPLICATION_DATA} " in f" {checkout_relative(r['training']['command'])} " else None
+
+    cases = {lowercased(r) for r in results}
+    if cases == {True}:
+        return "lowercased test set"
+    if cases == {False}:
+        return "test set in its original case"
+    return "test set (its case as each model's data was prepared)"
+
+
+def paired_bootstrap_rows(groups: Dict[str, List[Dict]], baseline: str = "plain", system: str = "gumbel",
+                          samples: int = BOOTSTRAP_SAMPLES) -> List[Dict]:
+    """sacreBLEU's paired bootstrap of ``system`` against ``baseline`` for each seed both
+    arms have, from the stored test hypotheses; seeds without them are left out."""
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    base = {r["seed"]: r for r in groups.get(baseline, []) if r.get("hypotheses")}
+    rows = []
+    for r in groups.get(system, []):
+        other = base.get(r["seed"])
+        if not r.get("hypotheses") or other is None or other.get("references") != r.get("references"):
+            continue
+        test = PairedTest([(baseline, other["hypotheses"]), (system, r["hypotheses"])], {"BLEU": BLEU()},
+                          references=[r["references"]], test_type="bs", n_samples=samples)
+        _, scores = test()
+        base_score, system_score = scores["BLEU"]
+        rows.append({"seed": r["seed"], "baseline": base_score.score, "system": system_score.score,
+                     "p_value": system_score.p_value})
+    return rows
+
+
+def significance_lines(groups: Dict[str, List[Dict]]) -> List[str]:
+    rows = paired_bootstrap_rows(groups)
+    if not rows:
+        return ["Not computed: these results hold no test hypotheses (they predate storing them), and the "
+                "checkpoints are not kept. `run.py --stage evaluate` stores them with each model's results."]
+    lines = [f"sacreBLEU's paired bootstrap ({BOOTSTRAP_SAMPLES} resamples) of G2 against plain on the same "
+             "test sentences, per seed; p is the chance of G2's gain under the null of no difference.", "",
+             "| seed | plain BLEU | G2 BLEU | G2 - plain | p |", "|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['seed']} | {row['baseline']:.2f} | {row['system']:.2f} | "
+                     f"{row['system'] - row['baseline']:+.2f} | {row['p_value']:.4f} |")
+    return lines
+
+
 def gate_share_table(groups: Dict[str, List[Dict]]) -> List[str]:
     head = ["model", "layer"] + [f"{g} {s}" for g in ("input", "forget") for s in ("< 0.1", "> 0.9")]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * 4]
+    layers = gate_layers([r for runs in groups.values() for r in runs])
     for arm, runs in groups.items():
-        for layer in SHARE_LAYERS:
+        for layer in layers:
             if not all(layer in r["gates"]["layers"] for r in runs):
                 continue
             cells = []
@@ -146,9 +210,9 @@ def write_report(results_dir: Path, report: Path, arms: Sequence[str], command: 
             f"`{train_command}` with only `--gate-mode` and `--seed` changed; "
             "each judged by its `checkpoint_best.pt` (lowest validation loss).",
             "",
-            "## Test BLEU after compression (SPEC §4, Table 4)",
+            "## Test BLEU after compression (the paper's Table 4; docs/paper.md)",
             "",
-            "sacreBLEU, beam 5, lowercased test set; mean ± sample standard deviation over seeds. Only the "
+            f"sacreBLEU, beam 5, {test_set_case(results)}; mean ± sample standard deviation over seeds. Only the "
             "input- and forget-gate blocks of the recurrent and input-feeding weights are compressed. The paper's "
             "IWSLT14 numbers (one run each, a 153k-pair corpus) are beside ours for shape, not for level.",
             "",
@@ -158,7 +222,11 @@ def write_report(results_dir: Path, report: Path, arms: Sequence[str], command: 
             "",
             *delta_table(groups),
             "",
-            "## How open or shut the gates are (SPEC §5)",
+            "Is G2's BLEU different from plain's?",
+            "",
+            *significance_lines(groups),
+            "",
+            "## How open or shut the gates are (the paper's section 5)",
             "",
             f"Share of gate values below 0.1 and above 0.9, teacher-forced (eval mode) over "
             f"{first['gates']['sentences']} {first['gates']['split']} pairs; mean over seeds.",
