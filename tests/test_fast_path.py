@@ -207,3 +207,19 @@ def test_gate_statistics_in_eval_keep_their_path(model_factory, native_steps):
     for key, summary in summaries[0].items():
         assert summary["count"] == summaries[1][key]["count"] > 0
         assert summary["mean"] == pytest.approx(summaries[1][key]["mean"], abs=1e-6)
+
+
+class MarkedWeight(torch.Tensor):
+    """A tensor subclass standing in for a quantized weight."""
+
+
+def test_weights_of_a_tensor_subclass_keep_the_fused_loop(native_calls, native_steps):
+    layer = G2LSTM(6, 5, 1).eval()
+    stack = CellStack(4, 5, feed_size=3).eval()
+    expected = layer(torch.ones(3, 2, 6))[0]
+    assert len(native_calls) == 1 and layer.uses_native_kernel()
+    layer.weight_hh_l0 = torch.nn.Parameter(layer.weight_hh_l0.detach().as_subclass(MarkedWeight))
+    stack.weight_ih_l0 = torch.nn.Parameter(stack.weight_ih_l0.detach().as_subclass(MarkedWeight))
+    assert not layer.uses_native_kernel() and not stack.uses_native_cell(stack.gate.resolve(False), True)
+    assert torch.allclose(layer(torch.ones(3, 2, 6))[0], expected, atol=1e-6)
+    assert len(native_calls) == 1

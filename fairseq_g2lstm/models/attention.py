@@ -94,7 +94,7 @@ class BahdanauAttention(Attention):
         return self.key_proj(values)  # [B,S,A]
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        hidden = torch.tanh(keys + self.query_proj(query).unsqueeze(1))  # [B,S,A]
+        hidden = (keys + self.query_proj(query).unsqueeze(1)).tanh_()  # [B,S,A]; in place: one buffer, not two
         return self.score_proj(hidden).squeeze(2)
 
 

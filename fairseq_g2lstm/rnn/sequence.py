@@ -148,6 +148,13 @@ def sequence_fused(
     return SequenceFunction.apply(x_proj, w_hh, h0, c0, noise, lengths, spec)
 
 
+def native_kernel_accepts(weights: Sequence[Tensor]) -> bool:
+    """Whether torch's fused LSTM kernels can read these weights: dense tensors only. A
+    tensor subclass (a quantized weight, say) has its products dispatched through
+    ``F.linear``-style ops, which only the fused torch loop calls."""
+    return all(type(w) in (Tensor, torch.nn.Parameter) for w in weights)
+
+
 def sequence_native(
     x: Tensor, weights: Sequence[Tensor], h0: Tensor, c0: Tensor, lengths: Tensor, spec: GateSpec,
 ) -> Tuple[Tensor, Tensor, Tensor]:

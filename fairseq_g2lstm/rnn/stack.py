@@ -25,6 +25,7 @@ from torch import Tensor, _VF, nn
 from ..cuda import cuda_cell_step
 from ..gates import NUM_GATES, NUM_NOISY_GATES, GateConfig, GateSpec, prescale_weight, sample_gate_noise
 from .cell import cell_step, fused_cell_step
+from .sequence import native_kernel_accepts
 
 StepWeights = List[Tuple[Optional[Tensor], Tensor, Optional[Tensor]]]
 CellWeights = List[Tuple[Tensor, Tensor, Tensor, Tensor]]
@@ -137,9 +138,10 @@ class CellStack(nn.Module):
 
     def uses_native_cell(self, spec: GateSpec, gates_unobserved: bool) -> bool:
         """Whether a forward with ``spec`` steps through torch's LSTM cell: eval mode,
-        soft gates without noise, the ``auto`` or ``torch`` kernel, gates unobserved."""
+        soft gates without noise, the ``auto`` or ``torch`` kernel, dense weights, gates
+        unobserved."""
         return (gates_unobserved and not self.training and not spec.hard and not spec.noisy
-                and self.kernel in ("auto", "torch"))
+                and self.kernel in ("auto", "torch") and native_kernel_accepts(list(self.parameters())))
 
     def native_step(self, x: Tensor, feed: Optional[Tensor], hiddens: List[Tensor], cells: List[Tensor],
                     weights: CellWeights) -> Tuple[List[Tensor], List[Tensor]]:
