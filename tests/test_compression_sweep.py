@@ -19,19 +19,29 @@ ROWS = ["original", "round (r=0.02)", "round-clip (r=0.02, c=0.06)", "svd (k=8)"
 
 
 def test_sweep_scores_every_setting_of_every_checkpoint(toy_data, toy_checkpoint, tmp_path, capsys):
-    # the reference: fairseq-generate run by hand on the original checkpoint, alongside the sweep
-    direct = subprocess.Popen(
-        [str(BIN / "fairseq-generate"), str(toy_data / "bin"), "--user-dir", USER_DIR, "--path", str(toy_checkpoint),
-         "--beam", "5", "--scoring", "sacrebleu", *GEN_ARGS.split()],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # the references: fairseq-generate run by hand on the original checkpoint and on one
+    # compressed by hand with g2lstm-compress's function, alongside the sweep
+    from fairseq_g2lstm.compress.apply import compress_checkpoint
+
+    compress_checkpoint(toy_checkpoint, tmp_path / "by-hand" / "rc.pt", CompressionConfig("round-clip", step=0.02,
+                                                                                        clip=0.06))
+
+    def generate_by_hand(checkpoint):
+        return subprocess.Popen(
+            [str(BIN / "fairseq-generate"), str(toy_data / "bin"), "--user-dir", USER_DIR, "--path", str(checkpoint),
+             "--beam", "5", "--scoring", "sacrebleu", *GEN_ARGS.split()], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    direct, direct_rc = generate_by_hand(toy_checkpoint), generate_by_hand(tmp_path / "by-hand" / "rc.pt")
     work = tmp_path / "work"
     status = main([str(toy_data / "bin"), str(toy_checkpoint), str(toy_checkpoint), "--labels", "plain", "g2",
                    *GRID, "--gen-args", GEN_ARGS, "--json", str(tmp_path / "sweep.json"),
                    "--markdown", str(tmp_path / "sweep.md"), "--work-dir", str(work), "--jobs", "2"])
     out, err = capsys.readouterr()
     direct_out, direct_err = direct.communicate()
+    direct_rc_out, direct_rc_err = direct_rc.communicate()
     assert status == 0, err
-    assert direct.returncode == 0, direct_err[-2000:]
+    assert direct.returncode == 0 and direct_rc.returncode == 0, (direct_err + direct_rc_err)[-2000:]
 
     table = out.split("\n\n")[0].splitlines()
     assert table[0] == "| setting | plain BLEU | Δ | g2 BLEU | Δ |"
@@ -59,6 +69,14 @@ def test_sweep_scores_every_setting_of_every_checkpoint(toy_data, toy_checkpoint
     original = result["cells"][0]
     assert original["score_line"] == parse_bleu(direct_out)[1]
     assert f"{original['bleu']:.2f}" == table[2].split(" | ")[1]
+    # and a compressed row's is that of the same compression and fairseq-generate by hand,
+    # down to every stored test translation
+    round_clip = result["cells"][2]
+    assert round_clip["row"] == "round-clip (r=0.02, c=0.06)"
+    assert round_clip["score_line"] == parse_bleu(direct_rc_out)[1]
+    by_id = sorted((int(line.split("\t")[0][2:]), line.split("\t")[2]) for line in direct_rc_out.splitlines()
+                   if line.startswith("D-"))
+    assert round_clip["hypotheses"] == [text for _, text in by_id] and len(by_id) == 20
 
     progress = [line for line in err.splitlines() if line.startswith("[")]
     assert len(progress) == 5 and all("ETA" in line for line in progress)

@@ -368,3 +368,41 @@ def test_console_script_error_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"g2lstm-gates: error: {tmp_path / 'none.pt'}: no such file"]
     assert not (tmp_path / "gates").exists()
+
+
+def test_encoder_gate_statistics_equal_the_reference_cell_run_from_the_weights(toy_data, toy_checkpoint, tmp_path):
+    """Independent of the tool's hooks: the first encoder layer's forward direction run by
+    hand from the checkpoint's weights with the reference cell (eval gates: sigmoid(a)),
+    sentence by sentence over the whole train split, gives the shares and means of the
+    tool's JSON."""
+    from fairseq.data import Dictionary, data_utils
+
+    from fairseq_g2lstm.gates import GateSpec
+    from fairseq_g2lstm.rnn.cell import cell_step
+
+    out = tmp_path / "gates"
+    assert cli.main([str(toy_data / "bin"), "--path", str(toy_checkpoint), "--labels", "g2", "--cpu",
+                     "--max-sentences", "all", "--layer", "encoder.0", "--out-dir", str(out), "--no-progress-bar"]) == 0
+    record = json.loads((out / "gates.g2.json").read_text())["layers"]["encoder.0"]
+
+    state = torch.load(toy_checkpoint, map_location="cpu")["model"]
+    embed = state["encoder.embed_tokens.weight"]
+    w_ih, w_hh = state["encoder.lstm.weight_ih_l0"], state["encoder.lstm.weight_hh_l0"]
+    bias = state["encoder.lstm.bias_ih_l0"] + state["encoder.lstm.bias_hh_l0"]
+    dictionary = Dictionary.load(str(toy_data / "bin" / "dict.de.txt"))
+    sources = data_utils.load_indexed_dataset(str(toy_data / "bin" / "train.de-en.de"), dictionary)
+    values = {"input": [], "forget": []}
+    with torch.no_grad():
+        for k in range(len(sources)):
+            h, c = torch.zeros(1, HIDDEN), torch.zeros(1, HIDDEN)
+            for x in embed[sources[k].long()]:  # every source token, </s> included
+                h, c, gates = cell_step(x @ w_ih.T + h @ w_hh.T + bias, c, GateSpec())
+                values["input"].append(gates[0, :HIDDEN])
+                values["forget"].append(gates[0, HIDDEN:2 * HIDDEN])
+    for gate in ("input", "forget"):
+        v = torch.cat(values[gate]).double().numpy()
+        entry = record[gate]
+        assert entry["count"] == v.size == sum(len(s) for s in sources) * HIDDEN
+        assert entry["share_below"] == pytest.approx(np.mean(v < 0.1), abs=2 / v.size)
+        assert entry["share_above"] == pytest.approx(np.mean(v > 0.9), abs=2 / v.size)
+        assert entry["mean"] == pytest.approx(v.mean(), rel=1e-5)

@@ -215,6 +215,27 @@ def test_training_logs_gate_saturation(ptb):
         assert all(0.0 <= v <= 1.0 for v in values.values())
 
 
+def test_the_last_validation_logs_the_gate_shares_of_the_saved_model(ptb, tmp_path):
+    """The final '| valid |' line comes from the weights that checkpoint_last.pt holds
+    (fairseq validates, then saves): g2lstm-gates on the valid split of that checkpoint
+    gives the same shares and means, to the log's 3 decimals."""
+    import json
+
+    from fairseq_g2lstm.gate_stats import cli as gates_cli
+
+    data, _, checkpoint, log = ptb
+    line = [line for line in log.splitlines() if "| valid |" in line][-1]
+    logged = {k: float(v) for k, v in re.findall(r"(gate_[if]_(?:lo|hi|mean))[ =]([\d.]+)", line)}
+    assert gates_cli.main([str(data), "--path", str(checkpoint), "--labels", "last", "--cpu", "--split", "valid",
+                           "--max-sentences", "all", "--out-dir", str(tmp_path), "--no-progress-bar"]) == 0
+    layers = json.loads((tmp_path / "gates.last.json").read_text())["layers"].values()
+    for letter, gate in (("i", "input"), ("f", "forget")):
+        count = sum(layer[gate]["count"] for layer in layers)
+        for suffix, key in (("lo", "share_below"), ("hi", "share_above"), ("mean", "mean")):
+            measured = sum(layer[gate][key] * layer[gate]["count"] for layer in layers) / count
+            assert logged[f"gate_{letter}_{suffix}"] == pytest.approx(measured, abs=0.0005 + 1e-9), (letter, suffix)
+
+
 def test_no_gate_metrics_and_weight_drop_reach_training(ptb, tmp_path):
     data, *_ = ptb
     proc = train_lm(data, tmp_path, "--no-gate-metrics", "--weight-drop", "0.5", "--no-save", updates=2)

@@ -111,8 +111,33 @@ def test_gates_of_a_language_model(lm, tmp_path, capsys):
     for gates in record["layers"].values():
         for entry in gates.values():
             assert entry["count"] == record["target_tokens"] * HIDDEN  # every token of the split, once
-            assert 0 <= entry["share_below"] <= 1 and 0 <= entry["share_above"] <= 1
     assert (out / "hist.decoder.0.png").is_file() and (out / "hist.decoder.1.png").is_file()
+    # the first layer's shares and means, run by hand from the weights with the reference cell
+    # over fairseq's own items of the split (eval gates: sigmoid(a))
+    from fairseq import checkpoint_utils
+
+    from fairseq_g2lstm.gates import GateSpec
+    from fairseq_g2lstm.rnn.cell import cell_step
+
+    _, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], arg_overrides={"data": str(data)})
+    task.load_dataset("train")
+    state = load_checkpoint(checkpoint)["model"]
+    embed, w_ih, w_hh = (state[f"decoder.{k}"] for k in ("embed_tokens.weight", "lstm.weight_ih_l0", "lstm.weight_hh_l0"))
+    bias = state["decoder.lstm.bias_ih_l0"] + state["decoder.lstm.bias_hh_l0"]
+    values = {"input": [], "forget": []}
+    with torch.no_grad():
+        for item in task.dataset("train"):
+            h, c = torch.zeros(1, HIDDEN), torch.zeros(1, HIDDEN)
+            for x in embed[item["source"]]:
+                h, c, gates = cell_step(x @ w_ih.T + h @ w_hh.T + bias, c, GateSpec())
+                values["input"].append(gates[0, gate_slice("i", HIDDEN)])
+                values["forget"].append(gates[0, gate_slice("f", HIDDEN)])
+    for gate, entry in record["layers"]["decoder.0"].items():
+        v = torch.cat(values[gate]).double()
+        assert entry["count"] == v.numel()
+        assert entry["share_below"] == pytest.approx((v < 0.1).double().mean().item(), abs=2 / v.numel())
+        assert entry["share_above"] == pytest.approx((v > 0.9).double().mean().item(), abs=2 / v.numel())
+        assert entry["mean"] == pytest.approx(v.mean().item(), rel=1e-5)
 
     heatmap = json.loads((out / "heatmap.1.json").read_text())["checkpoints"][0]
     assert heatmap["columns"] == ["<s>", "the", "company", "said", "N", "shares"]

@@ -96,6 +96,20 @@ class GenerateResult:
     score: float  # BLEU, or perplexity for a language model
     score_line: str  # e.g. "BLEU = 31.95 63.2/38.5/25.4/17.1 (BP = ...)"
     seconds: float
+    hypotheses: Optional[List[str]] = None  # fairseq-generate's detokenized D- lines, in sentence order
+    references: Optional[List[str]] = None  # its T- lines, in the same order
+
+
+def generated_lines(stdout: str, tag: str) -> List[str]:
+    """fairseq-generate's ``TAG-ID\t...\tTEXT`` lines (``D`` hypotheses, ``T`` references)
+    as texts in sentence-id order; kept so that two systems can be compared sentence by
+    sentence (paired bootstrap) without running them again."""
+    found = {}
+    for line in stdout.splitlines():
+        head, _, rest = line.partition("\t")
+        if head.startswith(f"{tag}-") and head[len(tag) + 1:].isdigit():
+            found[int(head[len(tag) + 1:])] = rest.split("\t")[-1] if tag == "D" else rest
+    return [found[k] for k in sorted(found)]
 
 
 def parse_bleu(stdout: str) -> Tuple[float, str]:
@@ -162,6 +176,8 @@ def run_scorer(command: Sequence[str], tool: str, parse: Callable[[str], Tuple[f
         score, line = parse(proc.stdout + "\n" + proc.stderr)  # fairseq-eval-lm logs its score
     except SweepError as error:
         raise SweepError(f"{error}: {shlex.join(command)}") from None
+    if tool == "fairseq-generate":
+        return GenerateResult(score, line, seconds, generated_lines(proc.stdout, "D"), generated_lines(proc.stdout, "T"))
     return GenerateResult(score, line, seconds)
 
 
@@ -307,6 +323,8 @@ def run_sweep(
             target.unlink(missing_ok=True)
         cell.update({metric: result.score}, score_line=result.score_line, seconds=round(result.seconds, 2),
                     command=shlex.join(command))
+        if result.hypotheses is not None:
+            cell.update(hypotheses=result.hypotheses, references=result.references)
         with lock:
             cells[(model.label, row.name)] = cell
             done[0] += 1
