@@ -232,3 +232,19 @@ def test_training_logs_gate_saturation_in_the_log_and_tensorboard(toy_data, tmp_
                 "--max-update", "2", "--max-tokens", "800", "--optimizer", "adam", "--cpu", "--no-gate-metrics",
                 "--save-dir", tmp_path / "ckpt2", "--no-save", "--log-format", "simple")
     assert "gate_i_lo" not in quiet.stdout + quiet.stderr
+
+
+TOOLS = ["g2lstm-prepare-parallel", "g2lstm-prepare-iwslt14", "g2lstm-prepare-wmt14", "g2lstm-prepare-lm",
+         "g2lstm-build-gettext-corpus", "g2lstm-average-checkpoints", "g2lstm-gates", "g2lstm-compress",
+         "g2lstm-compression-sweep", "g2lstm-user-dir"]
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_every_tool_answers_an_unknown_flag_with_one_line_under_its_own_name(tool, tmp_path):
+    """One error contract: ``PROG: error: ...``, exit 2, no usage block, nothing written."""
+    from conftest import BIN
+
+    proc = subprocess.run([str(BIN / tool), "--no-such-flag"], capture_output=True, text=True, cwd=tmp_path)
+    ours = [line for line in proc.stderr.splitlines() if not line.startswith("INFO:fairseq")]
+    assert proc.returncode == 2 and len(ours) == 1 and ours[0].startswith(f"{tool}: error: "), proc.stderr
+    assert list(tmp_path.iterdir()) == []

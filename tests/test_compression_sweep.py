@@ -138,5 +138,13 @@ def test_bad_input_stops_before_any_run(toy_data, toy_checkpoint, tmp_path, caps
     status = main([str(toy_data / "bin"), *checkpoints, *flags, "--json", str(tmp_path / "s.json")])
     err = capsys.readouterr().err.splitlines()
     assert status == 2
-    assert len(err) == 1 and err[0].startswith("compression_sweep: error: ") and message in err[0], err
+    assert len(err) == 1 and err[0].startswith("g2lstm-compression-sweep: error: ") and message in err[0], err
     assert not (tmp_path / "s.json").exists()
+
+
+def test_an_output_path_that_cannot_be_written_fails_before_any_run(toy_data, toy_checkpoint, tmp_path, capsys):
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(SystemExit) as stop:
+        main([str(toy_data / "bin"), str(toy_checkpoint), "--ranks", "4", "--json", str(tmp_path / "folder")])
+    assert stop.value.code == 2 and capsys.readouterr().err.splitlines() == [
+        f"g2lstm-compression-sweep: error: --json {tmp_path / 'folder'} is a folder; give a file name (see --help)"]

@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..atomic_file import write_text_atomic
-from ..cli_args import EXIT_INPUT_ERROR, OneLineParser
+from ..cli_args import EXIT_INPUT_ERROR, OneLineParser, output_file_problem
 from .methods import PAPER_CLIP, PAPER_RANKS, PAPER_STEP, SCOPES, CompressionConfig, CompressionError
 
-PROG = "compression_sweep"
+PROG = "g2lstm-compression-sweep"
 EXIT_RUN_ERROR = 1
 USER_DIR = str(Path(__file__).resolve().parents[1])  # the fairseq_g2lstm package, for --user-dir
 # Flags the sweep sets itself; passing them through --gen-args would make the table lie.
@@ -449,7 +449,12 @@ def _join_gen_args(argv: Sequence[str]) -> List[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(_join_gen_args(argv))
+    parser = build_parser()
+    args = parser.parse_args(_join_gen_args(argv))
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
+        problem = path and output_file_problem(path, flag)
+        if problem:  # before the hours of fairseq-generate runs
+            parser.error(problem)
     try:
         try:
             rows = table4_rows(args.step, args.clip, args.ranks, args.scope)
