@@ -54,7 +54,7 @@ from benchmarks.common import QUICK_CORPUS, SRC, TGT, CorpusSpec, synthetic_data
 
 BASELINE = "lstm"
 BEAM = 5
-LAYERS = 2
+LAYERS = 2  # the default; --layers 3 --dim 1024 --embed-dim 512 gives the g2lstm_wmt sizes
 DROPOUT = 0.2
 OPTIMIZER = ["--optimizer", "adam", "--lr", "5e-4", "--clip-norm", "0"]
 
@@ -89,10 +89,13 @@ MODELS: Dict[str, ModelSpec] = {m.name: m for m in (
 )}
 
 
-def size_args(dim: int) -> List[str]:
-    return ["--encoder-layers", str(LAYERS), "--decoder-layers", str(LAYERS),
-            "--encoder-embed-dim", str(dim), "--encoder-hidden-size", str(dim),
-            "--decoder-embed-dim", str(dim), "--decoder-hidden-size", str(dim), "--decoder-out-embed-dim", str(dim)]
+def size_args(dim: int, embed_dim: int, layers: int) -> List[str]:
+    """Hidden = decoder output = ``dim``; embeddings ``embed_dim``; ``layers`` in each of
+    the encoder and decoder."""
+    return ["--encoder-layers", str(layers), "--decoder-layers", str(layers),
+            "--encoder-embed-dim", str(embed_dim), "--encoder-hidden-size", str(dim),
+            "--decoder-embed-dim", str(embed_dim), "--decoder-hidden-size", str(dim),
+            "--decoder-out-embed-dim", str(dim)]
 
 
 # --- options ----------------------------------------------------------------------------
@@ -119,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--isolation", choices=("process", "none"),
                    help="process: each model in fresh processes (default); none: all in this process, "
                    "memory from a sampler instead of the process peak (quick's default)")
-    p.add_argument("--dim", type=int, help="embedding = hidden size (default 256; quick 32)")
+    p.add_argument("--dim", type=int, help="hidden size (default 256; quick 32)")
+    p.add_argument("--embed-dim", type=int, help="embedding size (default: --dim)")
+    p.add_argument("--layers", type=int, default=LAYERS, help=f"encoder and decoder layers (default {LAYERS})")
     p.add_argument("--max-tokens", type=int, help="training batch size in tokens (default 4000)")
     p.add_argument("--steps", type=int, help="timed updates per pass (default 6)")
     p.add_argument("--warmup", type=int, help="untimed updates before timing (default 2)")
@@ -146,7 +151,9 @@ def parse_options(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}")
     opts.model_names = names
-    for key in ("steps", "repeats", "rounds", "gen_batch_size", "gen_sentences", "threads", "dim", "max_tokens"):
+    opts.embed_dim = opts.embed_dim or opts.dim
+    for key in ("steps", "repeats", "rounds", "gen_batch_size", "gen_sentences", "threads", "dim", "embed_dim",
+                "layers", "max_tokens"):
         if getattr(opts, key) < 1:
             raise SystemExit(f"--{key.replace('_', '-')} must be >= 1")
     return opts
@@ -155,7 +162,7 @@ def parse_options(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def fairseq_argv(spec: ModelSpec, opts) -> List[str]:
     extra = shlex.split(opts.g2lstm_args) if spec.args[1].startswith("g2lstm") else []
     argv = [str(opts.data), "--user-dir", str(PLUGIN_DIR), "--task", "translation",
-            "--source-lang", opts.src, "--target-lang", opts.tgt, *spec.args, *extra, *size_args(opts.dim),
+            "--source-lang", opts.src, "--target-lang", opts.tgt, *spec.args, *extra, *size_args(opts.dim, opts.embed_dim, opts.layers),
             "--dropout", str(DROPOUT), "--criterion", "cross_entropy", *OPTIMIZER,
             "--max-tokens", str(opts.max_tokens), "--seed", str(opts.seed), "--num-workers", "0"]
     return argv + (["--cpu"] if opts.device == "cpu" else [])
@@ -410,7 +417,7 @@ def run_benchmark(opts, argv: Sequence[str]) -> dict:
             "cpu": platform.processor() or platform.machine(), "threads": opts.threads,
             "torch": torch.__version__, "python": platform.python_version(), "commit": git_commit(),
             "data": str(opts.data), "synthetic": opts.data_is_synthetic, "quick": opts.quick,
-            "dim": opts.dim, "layers": LAYERS, "dropout": DROPOUT, "max_tokens": opts.max_tokens,
+            "dim": opts.dim, "embed_dim": opts.embed_dim, "layers": opts.layers, "dropout": DROPOUT, "max_tokens": opts.max_tokens,
             "optimizer": " ".join(OPTIMIZER), "criterion": "cross_entropy", "g2lstm_args": opts.g2lstm_args,
             "train_batches_per_pass": first["train_batches"], "train_tokens_per_pass": first["train_tokens_per_pass"],
             "warmup": opts.warmup, "repeats": opts.repeats, "rounds": opts.rounds, "beam": BEAM,
@@ -457,7 +464,7 @@ def format_table(results: dict) -> str:
         ]) + " |")
     n = s["repeats"] * s["rounds"]
     lines += ["", f"{s['device']}, {s['threads']} threads, torch {s['torch']}, commit {s['commit']}; "
-              f"dim {s['dim']}, {s['layers']} layers, batches of {s['max_tokens']} tokens "
+              f"hidden {s['dim']}, embeddings {s['embed_dim']}, {s['layers']} layers, batches of {s['max_tokens']} tokens "
               f"({s['train_batches_per_pass']} timed updates, {s['train_tokens_per_pass']} target tokens a pass), "
               f"beam {s['beam']} over {s['gen_sentences']} sentences pinned to {s['gen_length']} tokens; "
               f"median (min-max) of {n} passes ({s['rounds']} processes x {s['repeats']}); "

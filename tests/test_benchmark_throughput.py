@@ -118,3 +118,39 @@ def test_synthetic_corpus_is_deterministic_and_in_range(tmp_path):
     assert all(1 <= len(line.split()) <= spec.max_len for line in tgt)
     other = write_synthetic_corpus(tmp_path / "c", CorpusSpec(**{**spec.__dict__, "seed": 8}))
     assert (other / "train.src").read_bytes() != (a / "train.src").read_bytes()
+
+
+def test_sizes_reach_both_models_flags():
+    opts = throughput.parse_options(["--layers", "3", "--dim", "1024", "--embed-dim", "512", "--data", "DATA"])
+    for name in ("lstm", "g2lstm-gumbel"):
+        argv = throughput.fairseq_argv(throughput.MODELS[name], opts)
+        flags = dict(zip(argv, argv[1:]))  # each flag -> the word after it
+        assert flags["--encoder-layers"] == flags["--decoder-layers"] == "3"
+        assert flags["--encoder-hidden-size"] == flags["--decoder-hidden-size"] == "1024"
+        assert flags["--encoder-embed-dim"] == flags["--decoder-embed-dim"] == "512"
+        assert flags["--decoder-out-embed-dim"] == "1024"
+    assert throughput.parse_options(["--dim", "64"]).embed_dim == 64  # embeddings default to the hidden size
+
+
+def test_wmt_like_sizes_build_deeper_models(tmp_path):
+    out = tmp_path / "deep.json"
+    run_script("--quick", "--models", "lstm,g2lstm-gumbel", "--layers", "3", "--dim", "24", "--embed-dim", "16",
+               "--json", str(out), "--workdir", str(tmp_path))
+    results = json.loads(out.read_text())
+    check_results(results, ["lstm", "g2lstm-gumbel"])
+    assert (results["setup"]["layers"], results["setup"]["dim"], results["setup"]["embed_dim"]) == (3, 24, 16)
+    g2 = results["models"]["g2lstm-gumbel"]["params"]
+    # 16-dim embeddings for the 300-word quick vocabularies and 3 + 3 layers of 24 units
+    assert g2 == throughput_params_of_g2lstm(results["setup"]["data"], layers=3, dim=24, embed_dim=16)
+
+
+def throughput_params_of_g2lstm(data, layers, dim, embed_dim):
+    """The parameter count of the g2lstm row, built directly from the same flags."""
+    from fairseq import options, tasks
+
+    opts = throughput.parse_options(["--layers", str(layers), "--dim", str(dim), "--embed-dim", str(embed_dim),
+                                     "--data", data])
+    args = options.parse_args_and_arch(options.get_training_parser(),
+                                       throughput.fairseq_argv(throughput.MODELS["g2lstm-gumbel"], opts))
+    task = tasks.setup_task(args)
+    return sum(p.numel() for p in task.build_model(args).parameters())
