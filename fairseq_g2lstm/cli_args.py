@@ -21,37 +21,19 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_INPUT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _whole_number(text: str, least: int, rule: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{rule}; got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """A flag type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A flag type: a finite number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number; got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """A flag type: a whole number of at least 0 (0 often switches a filter off)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more; got {value}")
-    return value
+    return _whole_number(text, 1, "must be at least 1")
 
 
 def _number(text: str) -> float:
@@ -62,6 +44,19 @@ def _number(text: str) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"must be a finite number; got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A flag type: a finite number above 0."""
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number; got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """A flag type: a whole number of at least 0 (0 often switches a filter off)."""
+    return _whole_number(text, 0, "must be 0 or more")
 
 
 def share(text: str) -> float:
@@ -88,20 +83,25 @@ def ratio_or_zero(text: str) -> float:
     return value
 
 
+def _nearest_folder_problem(path: str, start: str, flag: str) -> Optional[str]:
+    """Whether the nearest existing folder at or above ``start`` can take new entries."""
+    existing = start
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{flag} {path}: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{flag} {path}: cannot write in {existing}"
+    return None
+
+
 def output_file_problem(path: "os.PathLike | str", flag: str) -> Optional[str]:
     """Why a tool could not write the file ``path`` given by ``flag``, or None: checked
     before the work, so that a bad path costs no time and leaves nothing half done."""
     path = os.path.abspath(path)
     if os.path.isdir(path):
         return f"{flag} {path} is a folder; give a file name"
-    parent = os.path.dirname(path)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        return f"{flag} {path}: {parent} is a file, not a folder"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"{flag} {path}: cannot write in {parent}"
-    return None
+    return _nearest_folder_problem(path, os.path.dirname(path), flag)
 
 
 def output_dir_problem(path: "os.PathLike | str", flag: str) -> Optional[str]:
@@ -110,14 +110,7 @@ def output_dir_problem(path: "os.PathLike | str", flag: str) -> Optional[str]:
     path = os.path.abspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
         return f"{flag} {path} is a file, not a folder"
-    existing = path
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        return f"{flag} {path}: {existing} is a file, not a folder"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{flag} {path}: cannot write in {existing}"
-    return None
+    return _nearest_folder_problem(path, path, flag)
 
 
 def configure_logging(stream: Optional[TextIO] = None) -> None:
