@@ -223,3 +223,21 @@ def test_weights_of_a_tensor_subclass_keep_the_fused_loop(native_calls, native_s
     assert not layer.uses_native_kernel() and not stack.uses_native_cell(stack.gate.resolve(False), True)
     assert torch.allclose(layer(torch.ones(3, 2, 6))[0], expected, atol=1e-6)
     assert len(native_calls) == 1
+
+
+def test_bahdanau_scores_in_slices_equal_the_whole_batch(monkeypatch):
+    import fairseq_g2lstm.models.attention as attention_module
+
+    torch.manual_seed(6)
+    attention = attention_module.BahdanauAttention(8, 6).eval()
+    keys, query = attention.project_keys(torch.randn(7, 5, 6)).detach(), torch.randn(7, 8)
+    with torch.no_grad():
+        whole = attention.score(query, keys)
+        monkeypatch.setattr(attention_module, "SCORE_SLICE_ELEMENTS", 2 * 5 * 8)  # slices of 2 rows
+        sliced = attention.score(query, keys)
+    assert torch.allclose(sliced, whole, rtol=0, atol=1e-6)  # the product's kernel may sum in another order
+    expected = torch.tanh(keys + attention.query_proj(query).unsqueeze(1)) @ attention.score_proj.weight[0]
+    assert torch.allclose(whole, expected, atol=1e-6)
+    scores = attention.score(query, keys)  # with autograd: one piece, gradients flow
+    scores.sum().backward()
+    assert attention.query_proj.weight.grad is not None
