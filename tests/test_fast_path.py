@@ -19,32 +19,28 @@ MODES = ("plain", "gumbel", "sharpened")
 BIDIRECTIONAL = ([False, False], [True, False], [True, True])
 
 
-@pytest.fixture
-def native_calls(monkeypatch):
-    """Counts the layer's calls of the fused-kernel runner."""
-    calls = []
-    original = layer_module.sequence_native
+def count_calls(monkeypatch, owner, name):
+    """Replace ``owner.name`` by a wrapper that records each call; returns the record."""
+    calls, original = [], getattr(owner, name)
 
-    def counting(*args, **kwargs):
+    def counted(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(layer_module, "sequence_native", counting)
+    monkeypatch.setattr(owner, name, counted)
     return calls
+
+
+@pytest.fixture
+def native_calls(monkeypatch):
+    """The layer's calls of the fused-kernel runner."""
+    return count_calls(monkeypatch, layer_module, "sequence_native")
 
 
 @pytest.fixture
 def native_steps(monkeypatch):
-    """Counts CellStack.native_step calls."""
-    calls = []
-    original = CellStack.native_step
-
-    def counting(self, *args, **kwargs):
-        calls.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(CellStack, "native_step", counting)
-    return calls
+    """CellStack.native_step calls."""
+    return count_calls(monkeypatch, CellStack, "native_step")
 
 
 def layer_pair(mode, bidirectional, **kwargs):
