@@ -15,6 +15,7 @@ import itertools
 import json
 import random
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, Tuple
@@ -112,3 +113,14 @@ def synthetic_data_bin(dest_dir: Path, spec: CorpusSpec = CorpusSpec()) -> Path:
     binarize(raw, dest)
     stamp.write_text(wanted)
     return dest
+
+
+def publish(table: str, results: dict, path: Path, also: str = "") -> None:
+    """Print a benchmark's Markdown ``table`` and write its ``results`` as JSON to ``path``,
+    atomically (a reader never sees half a file). ``also`` names other files written."""
+    from fairseq_g2lstm.atomic_file import write_text_atomic  # imports torch: not at module load
+
+    print(table)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(results, indent=2))
+    print(f"\nwrote {path}{also}", file=sys.stderr)

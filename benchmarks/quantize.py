@@ -22,7 +22,6 @@ Two tables:
 import argparse
 import copy
 import io
-import json
 import os
 import re
 import statistics
@@ -30,13 +29,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = REPO / "fairseq_g2lstm"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.common import publish  # noqa: E402
 from benchmarks.throughput import git_commit  # noqa: E402
 
 BEAM = 5
@@ -208,18 +208,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     import logging
 
     logging.getLogger("fairseq").setLevel(logging.WARNING)
-    from fairseq_g2lstm.atomic_file import write_text_atomic
-
     measure, fmt = (measure_speed, format_speed) if opts.table == "speed" else (measure_bleu, format_bleu)
     results = measure(opts)
     results["setup"] = {"commit": git_commit(), "threads": opts.threads, "loadavg_1min": os.getloadavg()[0],
                         "command": "python benchmarks/quantize.py " + " ".join(argv),
                         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    print(fmt(results))
-    path = opts.json or REPO / "benchmarks" / "results" / f"quantize-{opts.table}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(results, indent=2))
-    print(f"\nwrote {path}", file=sys.stderr)
+    publish(fmt(results), results, opts.json or REPO / "benchmarks" / "results" / f"quantize-{opts.table}.json")
     return results
 
 

@@ -19,7 +19,6 @@ up in the RSS instead of being served from memory an earlier run left behind.
 """
 import argparse
 import itertools
-import json
 import logging
 import os
 import statistics
@@ -32,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.common import publish  # noqa: E402
 from benchmarks.throughput import PeakSampler, current_rss_mb, git_commit  # noqa: E402
 
 FULL_GRID = {"hidden": (256, 512, 1024), "steps": (10, 30, 100), "batch": (16, 64)}
@@ -172,8 +172,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     repeats = opts.repeats or (1 if opts.quick else 3)
     import torch
 
-    from fairseq_g2lstm.atomic_file import write_text_atomic
-
     torch.set_num_threads(opts.threads)
     grid = QUICK_GRID if opts.quick else FULL_GRID
     results = {
@@ -184,14 +182,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                   "command": "python benchmarks/scaling.py " + " ".join(argv)},
         "rows": run_grid(grid, repeats),
     }
-    print(format_table(results))
-    path = opts.json or REPO / "benchmarks" / "results" / ("scaling-quick.json" if opts.quick else "scaling.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(results, indent=2))
     if opts.figure:
         opts.figure.parent.mkdir(parents=True, exist_ok=True)
         scaling_figure(results).savefig(opts.figure, dpi=FIGURE_DPI)
-    print(f"\nwrote {path}" + (f" and {opts.figure}" if opts.figure else ""), file=sys.stderr)
+    path = opts.json or REPO / "benchmarks" / "results" / ("scaling-quick.json" if opts.quick else "scaling.json")
+    publish(format_table(results), results, path, also=f" and {opts.figure}" if opts.figure else "")
     return results
 
 

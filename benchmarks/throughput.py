@@ -50,7 +50,7 @@ PLUGIN_DIR = REPO / "fairseq_g2lstm"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import QUICK_CORPUS, SRC, TGT, CorpusSpec, synthetic_data_bin  # noqa: E402
+from benchmarks.common import QUICK_CORPUS, SRC, TGT, CorpusSpec, publish, synthetic_data_bin  # noqa: E402
 
 BASELINE = "lstm"
 BEAM = 5
@@ -424,6 +424,7 @@ def run_benchmark(opts, argv: Sequence[str]) -> dict:
             "gen_batch_size": opts.gen_batch_size, "gen_sentences": first["gen_sentences"],
             "gen_length": first["gen_length"], "loadavg_1min": [min(loads), max(loads)], "isolation": opts.isolation, "memory": memory_note(opts),
             "command": "python benchmarks/throughput.py " + " ".join(argv),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         },
         "baseline": BASELINE if BASELINE in models else None,
         "models": models,
@@ -489,11 +490,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         return result
     opts.data_is_synthetic = opts.data is None
     results = run_benchmark(opts, argv)
-    print(format_table(results))
-    path = opts.json or default_json_path(opts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(results, indent=2))
-    print(f"\nwrote {path}", file=sys.stderr)
+    publish(format_table(results), results, opts.json or default_json_path(opts))
     return results
 
 
