@@ -76,6 +76,17 @@ def test_an_existing_folder_is_replaced_only_with_force(model, tmp_path):
     assert torch.load(out / "model.pt", map_location="cpu")["cfg"]["model"].quantize == "int8"
     card = (out / "MODEL.md").read_text()
     assert "BLEU: 99.9 (toy test)" in card and "- reverses sentences" in card
+    # loading the folder quantizes (the model's --quantize, applied on load), with nothing passed
+    from torchao.quantization import Int8Tensor
+
+    from fairseq_g2lstm.models import G2LSTMModel
+
+    def int8_linears(hub):
+        return sum(isinstance(m.weight, Int8Tensor) for m in hub.models[0].modules() if isinstance(m, torch.nn.Linear))
+
+    quantized = G2LSTMModel.from_pretrained(str(out))
+    assert int8_linears(quantized) > 0 and int8_linears(G2LSTMModel.from_pretrained(str(model["folder"]))) == 0
+    assert len(quantized.translate(SENTENCES)) == len(SENTENCES)
 
 
 @pytest.mark.parametrize("args, message", [
