@@ -1,6 +1,6 @@
 """``--quantize int8`` against float32 on CPU: speed, memory, file size, and BLEU.
 
-Two tables:
+Three tables:
 
 * ``speed`` (Table 1): for each size (``g2lstm_iwslt``: 2 x 256, the trained
   ``--checkpoint`` if given; ``g2lstm_wmt``: 3 x 1024, random weights, which are enough
@@ -15,9 +15,12 @@ Two tables:
 * ``bleu`` (Table 2): ``fairseq-generate`` itself (beam 5, sacreBLEU, the demo's flags)
   on every ``--checkpoint``, once as trained and once with
   ``--model-overrides "{'quantize': 'int8'}"``.
+* ``linear``: the pieces: one ``nn.Linear`` in float32 and in torchao's int8 at the
+  shapes these models multiply, alternating, medians of ``5 x --rounds`` calls.
 
     python benchmarks/quantize.py speed --data demo/data-bin --checkpoint demo/checkpoints/checkpoint_last.pt
     python benchmarks/quantize.py bleu --data demo/data-bin --checkpoint demo/checkpoints/checkpoint_last.pt
+    python benchmarks/quantize.py linear          # one nn.Linear at the models' shapes
 """
 import argparse
 import copy
@@ -48,8 +51,8 @@ BLEU_LINE = re.compile(r"BLEU = ([0-9.]+)")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("table", choices=("speed", "bleu"))
-    p.add_argument("--data", type=Path, required=True, help="a fairseq data-bin with a test split")
+    p.add_argument("table", choices=("speed", "bleu", "linear"))
+    p.add_argument("--data", type=Path, help="a fairseq data-bin with a test split (speed, bleu)")
     p.add_argument("--checkpoint", type=Path, action="append", default=[],
                    help="a trained g2lstm checkpoint (speed: the g2lstm_iwslt row's weights; bleu: repeatable)")
     p.add_argument("--sizes", default=",".join(SIZES), help=f"speed: comma-separated, from {', '.join(SIZES)}")
@@ -162,6 +165,49 @@ def format_speed(results: dict) -> str:
     return "\n".join(lines)
 
 
+# --- the pieces: one nn.Linear at the models' shapes ----------------------------------------
+LINEAR_SHAPES = (  # (rows, in, out): rows = sentences x beam at a decoder step, or steps x batch
+    (10, 256, 1024), (80, 256, 1024), (640, 256, 1024), (80, 256, 4000),
+    (80, 1024, 4096), (640, 512, 4096), (80, 1024, 32000),
+)
+
+
+def measure_linear(opts) -> dict:
+    """Median time of float32 and int8 ``nn.Linear`` (torchao, as ``--quantize int8`` sets
+    it up), alternating, at each of :data:`LINEAR_SHAPES`."""
+    import torch
+    from torch import nn
+
+    from fairseq_g2lstm.quantize import quantize_model
+
+    torch.set_num_threads(opts.threads)
+    rows = []
+    for batch, d_in, d_out in LINEAR_SHAPES:
+        torch.manual_seed(0)
+        fp32 = nn.Linear(d_in, d_out)
+        models = {"none": fp32, "int8": quantize_model(copy.deepcopy(fp32), "int8")}
+        x = torch.randn(batch, d_in)
+        times = {m: [] for m in METHODS}
+        with torch.no_grad():
+            for r in range(opts.rounds * 5 + 1):  # run 0 warms up
+                for method in (METHODS if r % 2 else METHODS[::-1]):
+                    start = time.perf_counter()
+                    models[method](x)
+                    if r:
+                        times[method].append(time.perf_counter() - start)
+        ms = {m: statistics.median(t) * 1e3 for m, t in times.items()}
+        rows.append({"rows": batch, "in": d_in, "out": d_out, "fp32_ms": ms["none"], "int8_ms": ms["int8"],
+                     "speed_ratio": ms["none"] / ms["int8"]})
+    return {"rows": rows}
+
+
+def format_linear(results: dict) -> str:
+    lines = ["| rows x in -> out | fp32 ms | int8 ms | int8 speed x fp32 |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['rows']} x {r['in']} -> {r['out']} | {r['fp32_ms']:.2f} | {r['int8_ms']:.2f} | "
+              f"{r['speed_ratio']:.2f}x |" for r in results["rows"]]
+    return "\n".join(lines)
+
+
 # --- Table 2 ------------------------------------------------------------------------------
 def generate_bleu(data: Path, checkpoint: Path, method: str, threads: int) -> dict:
     """fairseq-generate's corpus BLEU of ``checkpoint`` quantized with ``method``."""
@@ -208,7 +254,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     import logging
 
     logging.getLogger("fairseq").setLevel(logging.WARNING)
-    measure, fmt = (measure_speed, format_speed) if opts.table == "speed" else (measure_bleu, format_bleu)
+    if opts.table != "linear" and opts.data is None:
+        build_parser().error(f"{opts.table} needs --data")
+    measure, fmt = {"speed": (measure_speed, format_speed), "bleu": (measure_bleu, format_bleu),
+                    "linear": (measure_linear, format_linear)}[opts.table]
     results = measure(opts)
     results["setup"] = {"commit": git_commit(), "threads": opts.threads, "loadavg_1min": os.getloadavg()[0],
                         "command": "python benchmarks/quantize.py " + " ".join(argv),
