@@ -14,7 +14,7 @@ from torchao.quantization import Int8Tensor, PerRow
 
 from fairseq_g2lstm.quantize import QUANTIZE_CHOICES, check_quantize, quantize_model, rounded_weights
 
-from conftest import USER_DIR, cli
+from conftest import TINY_DIMS, USER_DIR, cli
 from test_cli import generate_lines
 
 
@@ -104,3 +104,13 @@ def test_model_overrides_quantize_a_checkpoint_in_fairseq_generate(toy_data, toy
     bad = generate("--model-overrides", "{'quantize': 'int9'}", check=False)
     assert bad.returncode != 0
     assert bad.stderr.strip().splitlines()[-1].endswith("--quantize must be one of none, int8; got 'int9'")
+
+
+def test_fairseq_train_refuses_quantize(toy_data, tmp_path):
+    proc = cli("fairseq-train", toy_data / "bin", "--user-dir", USER_DIR, "--arch", "g2lstm_iwslt", *TINY_DIMS,
+               "--quantize", "int8", "--max-update", "2", "--max-tokens", "800", "--optimizer", "adam",
+               "--lr", "0.01", "--cpu", "--save-dir", tmp_path / "ckpt", "--no-save", check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "--quantize int8 is for inference (fairseq-generate, fairseq-interactive, the hub); "
+        "train without it and quantize the trained model")
