@@ -4,7 +4,7 @@ Read top to bottom: the model (flags, build), the decoder, then the architecture
 network is embeddings -> a unidirectional multi-layer :class:`~fairseq_g2lstm.rnn.G2LSTM`
 -> (a projection to ``--decoder-out-embed-dim`` where it differs from the hidden size)
 -> the output layer, tied to the input embeddings with
-``--share-decoder-input-output-embed``. The paper's language model is AWD-LSTM (SPEC
+``--share-decoder-input-output-embed``. The paper's language model is AWD-LSTM (docs/paper.md,
 section 6); ``g2lstm_lm_ptb`` has its sizes, dropouts and DropConnect on the recurrent
 weights (``--weight-drop``). docs/lm.md says which AWD-LSTM parts are here and which not.
 
