@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--cpu", action="store_true", help="run on the CPU even where a GPU is available")
     add("--no-progress-bar", action="store_true", help="no progress bar (log lines instead)")
     add("--log-format", choices=("json", "none", "simple", "tqdm"), help="fairseq's progress bar format")
-    heat = parser.add_argument_group("per-token heatmaps (the paper's Figure 4)")
+    heat = parser.add_argument_group("per-token heatmaps (the paper's per-token gate view)")
     heat.add_argument("--heatmap", action="append", default=[], metavar="SENTENCE",
                       help="a raw source sentence to draw (repeatable)")
     heat.add_argument("--heatmap-target", action="append", default=[], metavar="SENTENCE",
