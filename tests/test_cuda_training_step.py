@@ -174,12 +174,17 @@ def test_iwslt_like_training_step_matches_the_torch_path(kernel_with_torch_noise
     assert_same_step(kernel_step, train_step(torch_model, loss_fn, seed=5))
 
 
-def test_fairseq_g2lstm_iwslt_training_step_matches_the_torch_path(kernel_with_torch_noise):
+def test_fairseq_g2lstm_iwslt_training_step_matches_the_torch_path(kernel_with_torch_noise, monkeypatch):
     pytest.importorskip("fairseq")
     from fairseq.data import Dictionary
     from fairseq.models import ARCH_CONFIG_REGISTRY
 
+    from fairseq_g2lstm.models import gate_flags
     from fairseq_g2lstm.models.g2lstm import G2LSTMModel
+
+    # The host backend stands in for CUDA here, so the model must keep --gate-kernel cuda
+    # instead of falling back to the torch path as it does on a machine without CUDA.
+    monkeypatch.setattr(gate_flags, "usable_gate_kernel", lambda args: args.gate_kernel)
 
     name, _, device, calls = kernel_with_torch_noise
     size = SIZES[name]
