@@ -90,11 +90,14 @@ def gate_layers(results: Sequence[Dict]) -> List[str]:
 def test_set_case(results: Sequence[Dict]) -> str:
     """How the test set's case was treated, from the results (``lowercased``, recorded since
     the evaluation stores it); results that predate the field are lowercased only when
-    they are of run.py's own data, which it always prepares with ``--lowercase``."""
+    they are of run.py's own data, which it always prepares with ``--lowercase``. That
+    data is recognised in any checkout: a training started elsewhere records the
+    absolute path of the checkout it ran in."""
     def lowercased(r: Dict) -> Optional[bool]:
         if "lowercased" in r:
             return bool(r["lowercased"])
-        return True if f" {REPLICATION_DATA} " in f" {checkout_relative(r['training']['command'])} " else None
+        words = checkout_relative(r["training"]["command"]).split()
+        return True if any(w == REPLICATION_DATA or w.endswith(f"/{REPLICATION_DATA}") for w in words) else None
 
     cases = {lowercased(r) for r in results}
     if cases == {True}:
