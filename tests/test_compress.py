@@ -319,7 +319,7 @@ def test_blocks_whose_codes_or_factors_are_not_smaller_stay_floats_when_packed(t
         assert all(torch.equal(state[key], unpacked[key]) for key in unpacked)
         text = packed.format()
         assert "(no smaller)" in text and "x smaller" not in text, text
-        assert f"note: 12 of 12 blocks stay float32 in a packed checkpoint" in text
+        assert "note: 12 of 12 blocks stay float32 in a packed checkpoint" in text
 
 
 def test_a_block_worth_packing_is_packed_next_to_one_that_is_not(source):

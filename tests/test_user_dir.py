@@ -1,6 +1,5 @@
 """g2lstm-user-dir and ``python -m fairseq_g2lstm``: the --user-dir path that works from
 any folder, checked by running fairseq from a folder that is not the repository."""
-import os
 import subprocess
 import sys
 from pathlib import Path

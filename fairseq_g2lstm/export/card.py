@@ -32,7 +32,7 @@ def model_card(manifest: Dict[str, Any], interactive: List[str]) -> str:
         f"hidden size: {arch.get('decoder_hidden_size')}",
         f"- gates: mode `{gates.get('mode')}`, temperature {temperature if temperature is not None else 'the mode default'}"
         f", noise probability {gates.get('noise_prob')}, evaluated `{gates.get('eval')}`",
-        f"- vocabulary: " + ", ".join(f"{role} {size:,}" for role, size in manifest["vocabulary"].items()),
+        "- vocabulary: " + ", ".join(f"{role} {size:,}" for role, size in manifest["vocabulary"].items()),
         f"- BPE: {manifest['bpe']['name'] + ' (' + manifest['bpe']['file'] + ')' if manifest['bpe'] else 'none'}",
         f"- trained for {manifest['training']['updates']} updates",
     ]

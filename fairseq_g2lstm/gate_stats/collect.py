@@ -356,6 +356,13 @@ def encode_target(loaded: LoadedModel, text: str) -> Tensor:
     return loaded.task.target_dictionary.encode_line(bpe_text, add_if_not_exist=False, append_eos=True).long()
 
 
+def unit_means(gates: Tensor) -> Dict[str, List[float]]:
+    """gates [T,4H] of one layer -> the mean over hidden units of the input and forget
+    gates at every step, ``{"input": [T], "forget": [T]}``: the per-token view."""
+    hidden = gates.shape[-1] // 4
+    return {gate: gates[:, gate_slice(GATE_LETTERS[gate], hidden)].double().mean(-1).tolist() for gate in GATES}
+
+
 def token_gates(loaded: LoadedModel, source: str, target: Optional[str] = None, *, layer: str = "decoder.0",
                 beam: int = 5) -> Dict[str, Any]:
     """The mean over hidden units of the input and forget gates of decoder ``layer`` at
@@ -385,9 +392,7 @@ def token_gates(loaded: LoadedModel, source: str, target: Optional[str] = None, 
             hypos = hub.generate(src_ids, beam=beam)
         tgt_ids = hypos[0]["tokens"].cpu()
         given = f"beam-{beam} translation"
-    gates = teacher_forced_gates(loaded, src_ids, tgt_ids, layer)  # [T,4H]
-    hidden = gates.shape[-1] // 4
-    means = {gate: gates[:, gate_slice(GATE_LETTERS[gate], hidden)].double().mean(-1).tolist() for gate in GATES}
+    means = unit_means(teacher_forced_gates(loaded, src_ids, tgt_ids, layer))
     predicts = [tgt_dict[i] for i in tgt_ids.tolist()]
     reads = [START_SYMBOL] + predicts[:-1]
     return {

@@ -15,9 +15,7 @@ import torch
 from torch import Tensor
 
 from ..export.folder import TRANSLATION, ModelFolderError, hub_from_folder, verify_folder
-from ..gate_stats.collect import GATE_LETTERS, START_SYMBOL, LoadedModel, teacher_forced_gates
-from ..gate_stats.summary import GATES
-from ..gates import gate_slice
+from ..gate_stats.collect import START_SYMBOL, LoadedModel, teacher_forced_gates, unit_means
 
 
 class GenerationKey(NamedTuple):
@@ -40,13 +38,6 @@ class Hypothesis:
 class SentenceResult:
     hypotheses: List[Hypothesis]  # best first
     gates: Optional[Dict[str, Any]] = None
-
-
-def unit_means(gates: Tensor) -> Dict[str, List[float]]:
-    """gates [T,4H] of one layer -> the mean over hidden units of the input and forget
-    gates at every step ({"input": [T], "forget": [T]}), as the gate tools' per-token view."""
-    hidden = gates.shape[-1] // 4
-    return {gate: gates[:, gate_slice(GATE_LETTERS[gate], hidden)].double().mean(-1).tolist() for gate in GATES}
 
 
 class Translator:
