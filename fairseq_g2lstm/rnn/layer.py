@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from .. import cuda as cuda_kernel
 from ..gates import NUM_GATES, NUM_NOISY_GATES, GateConfig, GateSpec, sample_gate_noise
-from .sequence import native_kernel_accepts, sequence_fused, sequence_native, sequence_reference
+from .sequence import native_kernel_applies, sequence_fused, sequence_native, sequence_reference
 
 KERNELS = ("auto", "cuda", "torch", "reference")
 
@@ -208,9 +208,7 @@ class G2LSTM(nn.Module):
         """Whether a forward runs through torch's fused LSTM kernel (module docstring):
         eval mode, soft gates, the ``auto`` or ``torch`` kernel, dense weights, and
         ``gates_unobserved`` (no gate recorder, no explicit noise)."""
-        spec = self.gate.resolve(self.training)
-        return (gates_unobserved and not self.training and not spec.hard and not spec.noisy
-                and self.kernel in ("auto", "torch") and native_kernel_accepts(list(self.parameters())))
+        return native_kernel_applies(self, self.gate.resolve(self.training), gates_unobserved)
 
     def _forward_sorted(self, x, lengths, state, noise, native: bool):
         steps, batch, _ = x.shape

@@ -155,6 +155,15 @@ def native_kernel_accepts(weights: Sequence[Tensor]) -> bool:
     return all(type(w) in (Tensor, torch.nn.Parameter) for w in weights)
 
 
+def native_kernel_applies(module: torch.nn.Module, spec: GateSpec, gates_unobserved: bool) -> bool:
+    """Whether a forward of ``module`` (a G2 layer or cell stack, with its ``kernel``
+    setting) may run through torch's fused LSTM kernels: eval mode, soft gates without
+    noise, the ``auto`` or ``torch`` kernel, dense weights, and no one reading the gates
+    (``gates_unobserved``: no gate recorder, no explicit noise)."""
+    return (gates_unobserved and not module.training and not spec.hard and not spec.noisy
+            and module.kernel in ("auto", "torch") and native_kernel_accepts(list(module.parameters())))
+
+
 def sequence_native(
     x: Tensor, weights: Sequence[Tensor], h0: Tensor, c0: Tensor, lengths: Tensor, spec: GateSpec,
 ) -> Tuple[Tensor, Tensor, Tensor]:

@@ -25,7 +25,7 @@ from torch import Tensor, _VF, nn
 from ..cuda import cuda_cell_step
 from ..gates import NUM_GATES, NUM_NOISY_GATES, GateConfig, GateSpec, prescale_weight, sample_gate_noise
 from .cell import cell_step, fused_cell_step
-from .sequence import native_kernel_accepts
+from .sequence import native_kernel_applies
 
 StepWeights = List[Tuple[Optional[Tensor], Tensor, Optional[Tensor]]]
 CellWeights = List[Tuple[Tensor, Tensor, Tensor, Tensor]]
@@ -140,8 +140,7 @@ class CellStack(nn.Module):
         """Whether a forward with ``spec`` steps through torch's LSTM cell: eval mode,
         soft gates without noise, the ``auto`` or ``torch`` kernel, dense weights, gates
         unobserved."""
-        return (gates_unobserved and not self.training and not spec.hard and not spec.noisy
-                and self.kernel in ("auto", "torch") and native_kernel_accepts(list(self.parameters())))
+        return native_kernel_applies(self, spec, gates_unobserved)
 
     def native_step(self, x: Tensor, feed: Optional[Tensor], hiddens: List[Tensor], cells: List[Tensor],
                     weights: CellWeights) -> Tuple[List[Tensor], List[Tensor]]:
