@@ -111,6 +111,9 @@ def test_fairseq_train_refuses_quantize(toy_data, tmp_path):
                "--quantize", "int8", "--max-update", "2", "--max-tokens", "800", "--optimizer", "adam",
                "--lr", "0.01", "--cpu", "--save-dir", tmp_path / "ckpt", "--no-save", check=False)
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1].endswith(
+    # The error is the last line fairseq-train prints; at exit a C++ runtime thread may add
+    # "terminate called without an active exception" after it (seen once in CI).
+    lines = [line for line in proc.stderr.strip().splitlines() if line != "terminate called without an active exception"]
+    assert lines[-1].endswith(
         "--quantize int8 is for inference (fairseq-generate, fairseq-interactive, the hub); "
         "train without it and quantize the trained model")
