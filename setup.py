@@ -53,7 +53,7 @@ setup(
     long_description=open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="MIT",
-    packages=find_packages(include=["fairseq_g2lstm", "fairseq_g2lstm.*"]),
+    packages=find_packages(include=["fairseq_g2lstm", "fairseq_g2lstm.*", "g2lstm_runtime", "g2lstm_runtime.*"]),
     # The stack (ve-fairseq's wheels, the pinned torch) is tested on Python 3.11 only.
     python_requires=">=3.11,<3.12",
     install_requires=["torch>=2.6", "ve-fairseq>=0.12.3", "numpy", "sentencepiece", "sacrebleu>=2.0"],

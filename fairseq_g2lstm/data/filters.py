@@ -1,26 +1,19 @@
-"""Sentence normalisation and the pair filters, each drop counted under a named reason.
+"""The pair filters, each drop counted under a named reason, and the sentence
+normalisation they apply (:func:`g2lstm_runtime.text.normalize`, shared with every
+translation path).
 
 The reason names are the keys of the manifest's ``dropped`` counts.
 """
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Optional, Tuple
+
+from g2lstm_runtime.text import normalize  # noqa: F401  (the prepare tools import it from here)
 
 EMPTY = "empty"
 OVER_MAX_LEN = "over_max_len"
 OVER_MAX_RATIO = "over_max_ratio"
 OVER_MAX_SUBWORDS = "over_max_subwords"
-
-_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ufeff]")
-"""Unicode category Cc plus the byte-order mark: never text, and \\r or \\x1c would split a
-line in readers that use Python's universal newlines (fairseq's included)."""
-
-
-def normalize(text: str, lowercase: bool = False) -> str:
-    """Remove control characters and collapse every run of whitespace into one space."""
-    text = " ".join(_CONTROL_CHARACTERS.sub(" ", text).split())
-    return text.lower() if lowercase else text
 
 
 @dataclass(frozen=True)
