@@ -17,7 +17,7 @@ def model(tmp_path_factory):
 def test_the_folder_holds_an_inference_checkpoint_the_vocabularies_and_checksums(model):
     from fairseq.data import Dictionary
 
-    from fairseq_g2lstm.checkpoints.io import file_sha256
+    from g2lstm_runtime.folder import file_sha256
 
     folder = model["folder"]
     manifest = json.loads((folder / "model.json").read_text())

@@ -17,7 +17,6 @@ A checkpoint here is the dict fairseq saves: ``model`` (the state dict), ``cfg``
 torch >= 2.6; importing ``fairseq_g2lstm`` allow-lists the ``argparse.Namespace`` that
 fairseq pickles (see ``compat.py``), so a file this module loads, fairseq loads too.
 """
-import hashlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -83,15 +82,6 @@ def is_g2lstm_arch(arch: Optional[str]) -> bool:
 
     model_class = ARCH_MODEL_REGISTRY.get(arch) or MODEL_REGISTRY.get(arch)
     return isinstance(model_class, type) and issubclass(model_class, (G2LSTMModel, G2LSTMLanguageModel))
-
-
-def file_sha256(path: PathLike) -> str:
-    """The sha256 of a file, hex, read in 1 MiB chunks (checkpoints are large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_input(path: PathLike) -> Path:

@@ -16,7 +16,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..checkpoints.io import PathLike, check_output, file_sha256, load_checkpoint, save_checkpoint
+from g2lstm_runtime.folder import file_sha256
+
+from ..checkpoints.io import PathLike, check_output, load_checkpoint, save_checkpoint
 from .blocks import GateBlock, blocks_by_param, check_rank, find_gate_blocks
 from .methods import CompressionConfig, CompressionError, code_bits, relative_error, round_codes, svd_factors
 from .packing import EncodedBlock, expanded, pack_weight, packed_params

@@ -203,7 +203,9 @@ def prepare_models(checkpoints: Sequence[str], labels: Optional[Sequence[str]], 
     """Check every checkpoint (a g2lstm model whose gate blocks admit every SVD rank of
     ``rows``; all translation models or all language models) before anything runs;
     return them with their labels, sha256 and metric."""
-    from ..checkpoints.io import CheckpointError, file_sha256, load_checkpoint
+    from g2lstm_runtime.folder import file_sha256
+
+    from ..checkpoints.io import CheckpointError, load_checkpoint
     from .blocks import check_rank, find_gate_blocks
     from .packing import expanded
 

@@ -2,11 +2,14 @@
 loadable alone (``g2lstm-export`` writes them; ``from_pretrained`` and ``g2lstm-serve``
 read them).
 
-- ``folder``: the format (names, ``model.json``), reading, checking and loading a folder;
+- ``folder``: loading a folder through fairseq's hub (the format itself, its reading and
+  checking: :mod:`g2lstm_runtime.folder`);
 - ``writer``: writing one from a checkpoint and its data-bin; ``card``: its ``MODEL.md``;
 - ``cli``: ``g2lstm-export``.
 
 Only ``folder`` is imported here: it needs nothing but the standard library until a model
 is loaded, so the models can import it.
 """
-from .folder import ModelFolderError, hub_from_folder, is_model_folder, read_manifest, verify_folder  # noqa: F401
+from g2lstm_runtime.folder import ModelFolderError, is_model_folder, read_manifest, verify_folder  # noqa: F401
+
+from .folder import hub_from_folder  # noqa: F401

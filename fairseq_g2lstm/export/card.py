@@ -3,7 +3,7 @@ the model, rendered from the same manifest that programs read (``model.json``)."
 import shlex
 from typing import Any, Dict, List
 
-from .folder import LANGUAGE_MODEL
+from g2lstm_runtime.folder import LANGUAGE_MODEL
 
 
 def _quote(word: str) -> str:

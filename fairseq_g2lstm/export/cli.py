@@ -50,7 +50,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import fairseq_g2lstm  # noqa: F401  (registers the models before the checkpoint is read)
 
     from ..checkpoints.io import CheckpointError
-    from .folder import ModelFolderError
+    from g2lstm_runtime.folder import ModelFolderError
     from .writer import ExportOptions, export_model
 
     options = ExportOptions(quantize=args.quantize, force=args.force, sentencepiece_model=args.sentencepiece_model,

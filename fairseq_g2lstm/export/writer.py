@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
+from g2lstm_runtime.folder import (BPE_FILES, CARD, CHECKPOINT, FORMAT, FORMAT_VERSION, LANGUAGE_MODEL, MANIFEST,
+                                   TRANSLATION, ModelFolderError, file_sha256)
 
 from ..atomic_file import PathLike
-from ..checkpoints.io import CheckpointError, check_input, checkpoint_arch, file_sha256, load_checkpoint
+from ..checkpoints.io import CheckpointError, check_input, checkpoint_arch, load_checkpoint
 from ..data.atomic_dir import atomic_output_dir, check_destination
 from ..data.errors import PrepareError
 from .card import model_card
-from .folder import (BPE_FILES, CARD, CHECKPOINT, FORMAT, FORMAT_VERSION, LANGUAGE_MODEL, MANIFEST, TRANSLATION,
-                     ModelFolderError, interactive_command)
+from .folder import interactive_command
 
 QUANTIZE_CHOICES = ("none", "int8")
 # Checkpoint entries an inference-only copy keeps (besides the trimmed history).

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..checkpoints.io import CheckpointError, check_input, file_sha256, load_checkpoint, one_line_reason
+from g2lstm_runtime.folder import file_sha256
+
+from ..checkpoints.io import CheckpointError, check_input, load_checkpoint, one_line_reason
 from ..gates import gate_slice
 from .summary import GATES, HIGH, LOW, GateTallies
 

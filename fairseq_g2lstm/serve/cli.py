@@ -81,7 +81,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.getLogger("fairseq.tasks.fairseq_task").setLevel(logging.WARNING)
     import uvicorn
 
-    from ..export.folder import ModelFolderError
+    from g2lstm_runtime.folder import ModelFolderError
     from .app import ServerSettings, create_app
     from .limits import Limits
     from .translator import Translator

@@ -14,7 +14,9 @@ from typing import Any, Dict, List, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from ..export.folder import TRANSLATION, ModelFolderError, hub_from_folder, verify_folder
+from g2lstm_runtime.folder import TRANSLATION, ModelFolderError, verify_folder
+
+from ..export.folder import hub_from_folder
 from ..gate_stats.collect import START_SYMBOL, LoadedModel, teacher_forced_gates, unit_means
 
 
