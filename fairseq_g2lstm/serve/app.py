@@ -57,6 +57,10 @@ class Models:
     and one batcher per model."""
 
     def __init__(self, translators: Sequence[Translator], settings: ServerSettings):
+        ids = [t.id for t in translators]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:  # one id would reach two models: encoded with one dictionary, run on the other
+            raise ValueError(f"model id {', '.join(repeated)} given twice")
         self.by_id: Dict[str, Translator] = {t.id: t for t in translators}
         self.by_pair: Dict[Tuple[str, str], Translator] = {}
         for translator in translators:

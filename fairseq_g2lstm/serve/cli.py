@@ -67,11 +67,24 @@ def read_api_keys(path: str) -> frozenset:
 
 
 def model_ids(folders: Sequence[str]) -> List[str]:
-    """Each folder's name, numbered where names repeat (``de-en``, ``de-en-2``)."""
+    """Each folder's name, numbered where names repeat (``de-en``, ``de-en-2``), and
+    never an id that another folder has as its own name: a request for an id must reach
+    one model only."""
     from pathlib import Path
 
     names = [Path(folder).resolve().name for folder in folders]
-    return [name if names[:k].count(name) == 0 else f"{name}-{names[:k].count(name) + 1}" for k, name in enumerate(names)]
+    taken = set(names)
+    ids: List[str] = []
+    for k, name in enumerate(names):
+        if name not in names[:k]:
+            ids.append(name)
+            continue
+        number = 2
+        while f"{name}-{number}" in taken:
+            number += 1
+        ids.append(f"{name}-{number}")
+        taken.add(ids[-1])
+    return ids
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
