@@ -1,8 +1,10 @@
-"""Request bodies: read (JSON or form), then validated by pydantic into the two APIs'
+"""Request bodies: read (JSON, form or query string), then validated by pydantic into the two APIs'
 request types. Every failure becomes an :class:`~.limits.ApiError` naming the field.
 
-LibreTranslate's clients send either JSON or form bodies (its own web page and the
-``libretranslate`` Python package use both), so both are read the same way.
+LibreTranslate's clients send JSON or form bodies (its own web page and the
+``libretranslate`` Python package use both), or the fields in the query string with no
+body (deep-translator's ``LibreTranslator``); LibreTranslate's server reads all three, and
+so does this one, within the same limits.
 """
 import json
 from typing import Any, Dict, List, Optional, Type, TypeVar, Union
@@ -50,35 +52,68 @@ def as_list(q: Union[str, List[str]]) -> List[str]:
     return [q] if isinstance(q, str) else list(q)
 
 
+MAX_FORM_FIELDS = 64  # the request types have 11 fields; a form repeats only q, up to --max-texts
+
+
 async def read_body(request, limits: Limits) -> Dict[str, Any]:
-    """The body of ``request`` as a dict: a JSON object, or the form's fields (``q``
-    given several times becomes a list). 415 for another content type, 413 for a body
-    over the limits, 400 for malformed JSON."""
+    """The request's fields as a dict: a JSON object, or (as LibreTranslate's
+    ``request.values``) the query string and the form together, where ``q`` given several
+    times becomes a list. A request without a body reads the query string alone: that is
+    how some LibreTranslate clients send their parameters.
+
+    The body is read in chunks up to the limit, whatever ``Content-Length`` says (a
+    chunked body has none): 413 as soon as it is over. 415 for another content type,
+    400 for malformed or too deeply nested JSON and for file uploads."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != JSON and content_type not in FORMS:
-        raise ApiError(415, f"content type {content_type or '(none)'} is not accepted; send {JSON} or a form "
-                            f"({', '.join(FORMS)})", "content-type")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
-        raise ApiError(413, f"body of {int(declared):,} bytes; at most {limits.max_body_bytes:,}", "body")
+    if content_type and content_type != JSON and content_type not in FORMS:
+        raise ApiError(415, f"content type {content_type} is not accepted; send {JSON}, a form "
+                            f"({', '.join(FORMS)}) or the fields in the query string", "content-type")
+    raw = await read_limited(request, limits.max_body_bytes)
     if content_type == JSON:
-        raw = await request.body()
-        if len(raw) > limits.max_body_bytes:
-            raise ApiError(413, f"body of {len(raw):,} bytes; at most {limits.max_body_bytes:,}", "body")
         try:
             data = json.loads(raw)
+        except RecursionError:
+            raise ApiError(400, "malformed JSON (nested too deeply)", "body") from None
         except (ValueError, UnicodeDecodeError) as error:
             raise ApiError(400, f"malformed JSON ({error})", "body") from None
         if not isinstance(data, dict):
             raise ApiError(400, f"the JSON body must be an object, not {type(data).__name__}", "body")
         return data
-    form = await request.form()
-    data = {}
-    for key in form.keys():
-        values = [v for v in form.getlist(key) if isinstance(v, str)]
-        if values:
-            data[key] = values if key == "q" and len(values) > 1 else values[0]
+    if len(request.url.query) > limits.max_body_bytes:
+        raise ApiError(413, f"query string of {len(request.url.query):,} bytes; at most {limits.max_body_bytes:,}",
+                       "query")
+    fields = list(request.query_params.multi_items())
+    if content_type and raw:
+        request._body = raw  # parsed from memory: the form never reads the socket again, nor spools to disk
+        try:
+            form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS, max_part_size=limits.max_body_bytes)
+        except Exception as error:  # starlette's multipart and form errors have no common base
+            raise ApiError(400, f"unreadable form ({getattr(error, 'detail', error)})", "body") from None
+        fields += [(key, value) for key, value in form.multi_items() if isinstance(value, str)]
+    if len(fields) > MAX_FORM_FIELDS:
+        raise ApiError(400, f"{len(fields)} fields; at most {MAX_FORM_FIELDS}", "body")
+    data: Dict[str, Any] = {}
+    for key, value in fields:
+        if key == "q" and key in data:
+            data[key] = (data[key] if isinstance(data[key], list) else [data[key]]) + [value]
+        else:
+            data[key] = value
     return data
+
+
+async def read_limited(request, max_bytes: int) -> bytes:
+    """The body, read chunk by chunk; 413 as soon as it passes ``max_bytes`` (a declared
+    ``Content-Length`` over it is refused before any chunk)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise ApiError(413, f"body of {int(declared):,} bytes; at most {max_bytes:,}", "body")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(413, f"body of more than {max_bytes:,} bytes; at most {max_bytes:,}", "body")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def parse(model: Type[Model], data: Dict[str, Any]) -> Model:
