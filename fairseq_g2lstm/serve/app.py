@@ -13,6 +13,7 @@ with the field at fault; nothing the client sends produces a traceback.
 """
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 from dataclasses import dataclass
@@ -128,7 +129,7 @@ def create_app(translators: Sequence[Translator], settings: ServerSettings = Ser
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type"])
+                           allow_headers=["Content-Type", "Authorization"])
 
     @app.middleware("http")
     async def log_request(request: Request, call_next):
@@ -154,9 +155,27 @@ def create_app(translators: Sequence[Translator], settings: ServerSettings = Ser
         logger.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"error": "internal error; the server log has the details"}, status_code=500)
 
-    def check_key(api_key: Optional[str]) -> None:
-        if settings.api_keys is not None and api_key not in settings.api_keys:
-            raise ApiError(403, "Invalid API key" if api_key else "an API key is required (api_key)", "api_key")
+    def check_key(api_key: Any) -> None:
+        """403 unless ``api_key`` is one of the keys; every key is compared in constant time."""
+        if settings.api_keys is None:
+            return
+        given = api_key.encode("utf-8", "replace") if isinstance(api_key, str) else b""
+        matches = [hmac.compare_digest(given, key.encode("utf-8")) for key in settings.api_keys]
+        if not any(matches):
+            raise ApiError(403, "Invalid API key" if api_key else "an API key is required (api_key, or the header "
+                                                                 "Authorization: Bearer KEY)", "api_key")
+
+    async def read_authorized(request: Request) -> Dict[str, Any]:
+        """The request's fields, once its key is good. A key in ``Authorization: Bearer``
+        is checked before the body is read; otherwise the body's ``api_key`` is."""
+        header = request.headers.get("authorization")
+        if header is not None:
+            scheme, _, key = header.partition(" ")
+            check_key(key.strip() if scheme.lower() == "bearer" else None)
+        data = await read_body(request, limits)
+        if header is None:
+            check_key(data.get("api_key"))
+        return data
 
     async def translate(request: Request, translator: Translator, texts: List[str],
                         key: GenerationKey) -> List[SentenceResult]:
@@ -185,8 +204,7 @@ def create_app(translators: Sequence[Translator], settings: ServerSettings = Ser
     # --- LibreTranslate ---------------------------------------------------------------------------
     @app.post("/translate")
     async def libre_translate(request: Request):
-        body = parse(LibreTranslateRequest, await read_body(request, limits))
-        check_key(body.api_key)
+        body = parse(LibreTranslateRequest, await read_authorized(request))
         if body.format == "html":
             raise ApiError(400, "format 'html' is not supported: this server translates plain text (format 'text')",
                            "format")
@@ -216,8 +234,7 @@ def create_app(translators: Sequence[Translator], settings: ServerSettings = Ser
     # --- ours -------------------------------------------------------------------------------------
     @app.post("/v1/translate")
     async def v1_translate(request: Request):
-        body = parse(TranslateRequest, await read_body(request, limits))
-        check_key(body.api_key)
+        body = parse(TranslateRequest, await read_authorized(request))
         texts = as_list(body.q)
         check_texts(texts, limits)
         translator = models.for_request(body)

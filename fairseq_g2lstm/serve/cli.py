@@ -55,15 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_api_keys(path: str) -> frozenset:
-    """The keys in ``path``: one per line; blank lines and ``#`` comments are skipped."""
+    """The keys in ``path``: one per line; blank lines and comments (``#`` alone or
+    followed by a space) are skipped. A line such as ``#s3cret`` could be either, so it
+    is refused, with its line number, rather than dropped."""
     try:
-        lines = open(path, encoding="utf-8").read().splitlines()
-    except OSError as error:
-        raise ValueError(f"--api-keys {path}: {error.strerror or error}") from None
-    keys = frozenset(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+        with open(path, encoding="utf-8") as stream:
+            lines = stream.read().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"--api-keys {path}: {getattr(error, 'strerror', None) or error}") from None
+    keys = set()
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line == "#" or line.startswith(("# ", "#\t")):
+            continue
+        if line.startswith("#") or len(line.split()) > 1:
+            raise ValueError(f"--api-keys {path}: line {number} is neither a key (no '#' first, no spaces) "
+                             "nor a comment ('# ' first)")
+        keys.add(line)
     if not keys:
         raise ValueError(f"--api-keys {path}: no keys in it")
-    return keys
+    return frozenset(keys)
 
 
 def model_ids(folders: Sequence[str]) -> List[str]:
