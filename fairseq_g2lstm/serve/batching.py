@@ -14,9 +14,12 @@ batches serves many more sentences per second under concurrent load. The batcher
 * runs the batch in one worker thread, off the event loop (the model is not shared
   between threads), while new requests queue up for the next batch;
 * refuses work beyond ``max_queue`` waiting sentences with :class:`QueueFull`, so that
-  an overload is answered at once instead of timing out;
+  an overload is answered at once instead of timing out (and a request larger than the
+  whole queue with :class:`TooLarge`: retrying cannot help it); a request that gives up
+  takes its sentences out of the queue at once;
 * when a batch fails, runs its sentences one by one, so that one bad sentence fails only
-  its own request.
+  its own request; whatever else goes wrong fails the sentences at hand, never the
+  worker (:attr:`DynamicBatcher.healthy` says whether it runs).
 
 ``max_sentences=1`` turns batching off (for comparisons).
 """
@@ -35,6 +38,10 @@ RunBatch = Callable[[Hashable, List[Any]], List[Any]]
 
 class QueueFull(Exception):
     """More sentences are waiting than the batcher accepts."""
+
+
+class TooLarge(ValueError):
+    """One request holds more sentences than the whole queue: it can never be accepted."""
 
 
 @dataclass
@@ -64,20 +71,29 @@ class DynamicBatcher:
     def waiting(self) -> int:
         return len(self._pending)
 
+    @property
+    def healthy(self) -> bool:
+        """Whether the worker is running (for ``/health``)."""
+        return self._worker is not None and not self._worker.done()
+
     def start(self) -> None:
         """Start the worker on the running event loop."""
         self._arrived = asyncio.Event()
         self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
-        """Stop the worker (after the current batch) and its thread."""
+        """Stop the worker and, once its current batch is done, its thread; sentences
+        still waiting fail. The event loop runs on meanwhile (other models' batchers,
+        the requests being drained)."""
         if self._worker is not None:
             self._worker.cancel()
             try:
                 await self._worker
             except asyncio.CancelledError:
                 pass
-        self._executor.shutdown(wait=True)
+        while self._pending:
+            self._settle(self._pending.popleft(), error=RuntimeError(f"{self.name} stopped"))
+        await asyncio.get_running_loop().run_in_executor(None, lambda: self._executor.shutdown(wait=True))
 
     async def call(self, fn: Callable[..., Any], *args) -> Any:
         """Run ``fn(*args)`` in the model's thread, between batches (loading, gates)."""
@@ -86,15 +102,24 @@ class DynamicBatcher:
     async def submit(self, key: Hashable, payloads: Sequence[Any], tokens: Sequence[int]) -> List[Any]:
         """Queue ``payloads`` (with their source lengths ``tokens``) under ``key`` and
         wait for their results, in order. Raises :class:`QueueFull` without queueing
-        anything when they do not fit, and the run's exception for a sentence that fails
-        alone. Cancelling the caller drops its sentences that have not started."""
+        anything when they do not fit (:class:`TooLarge` when they never will), and the
+        run's exception for a sentence that fails alone. Cancelling the caller (a
+        timeout) takes its sentences that have not started out of the queue."""
+        if len(payloads) > self.max_queue:
+            raise TooLarge(f"{len(payloads)} sentences in one request; the queue of {self.name} holds "
+                           f"{self.max_queue} (--max-queue)")
         if len(self._pending) + len(payloads) > self.max_queue:
             raise QueueFull(f"{len(self._pending)} sentences are waiting for {self.name}")
         loop = asyncio.get_running_loop()
-        items = [_Item(key, payload, size, loop.create_future()) for payload, size in zip(payloads, tokens)]
+        items = [_Item(key, payload, size, loop.create_future()) for payload, size in zip(payloads, tokens, strict=True)]
         self._pending.extend(items)
         self._arrived.set()
-        return list(await asyncio.gather(*(item.future for item in items)))
+        try:
+            return list(await asyncio.gather(*(item.future for item in items)))
+        except asyncio.CancelledError:
+            mine = {id(item) for item in items}
+            self._pending = deque(item for item in self._pending if id(item) not in mine)
+            raise
 
     async def _work(self) -> None:
         while True:
@@ -103,9 +128,18 @@ class DynamicBatcher:
                 await self._arrived.wait()
             if self.max_wait_s > 0 and len(self._pending) < self.max_sentences:
                 await asyncio.sleep(self.max_wait_s)  # let the sentences of concurrent requests join
-            batch = self._take()
-            if batch:
-                await self._run(batch)
+            batch: List[_Item] = []
+            try:
+                batch = self._take()
+                if batch:
+                    await self._run(batch)
+            except Exception as error:  # a bug here must fail requests, not stop the worker for good
+                failed = batch or list(self._pending)
+                logger.exception("the batcher of %s failed; failing its %d sentences", self.name, len(failed))
+                for item in failed:
+                    self._settle(item, error=error)
+                if not batch:
+                    self._pending.clear()
 
     def _take(self) -> List[_Item]:
         """The next batch: the oldest live sentence's key, in arrival order, within the bounds."""
@@ -134,6 +168,8 @@ class DynamicBatcher:
         key = batch[0].key
         try:
             results = await self.call(self.run, key, [item.payload for item in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{len(results)} results for a batch of {len(batch)} sentences")
         except Exception as error:
             if len(batch) == 1:
                 self._settle(batch[0], error=error)
@@ -145,7 +181,7 @@ class DynamicBatcher:
             return
         self.batches_run += 1
         self.sentences_run += len(batch)
-        for item, result in zip(batch, results):
+        for item, result in zip(batch, results, strict=True):
             self._settle(item, result=result)
 
     @staticmethod
