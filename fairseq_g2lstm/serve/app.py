@@ -25,7 +25,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .batching import DynamicBatcher, QueueFull
+from .batching import DynamicBatcher, QueueFull, TooLarge
 from .limits import ApiError, Limits, check_range, check_texts, overloaded
 from .schemas import LibreTranslateRequest, TranslateRequest, as_list, parse, read_body
 from .translator import GenerationKey, SentenceResult, Translator
@@ -190,6 +190,8 @@ def create_app(translators: Sequence[Translator], settings: ServerSettings = Ser
         try:
             return await asyncio.wait_for(models.batchers[translator.id].submit(key, sources, [len(s) for s in sources]),
                                           limits.request_timeout_s)
+        except TooLarge as error:
+            raise ApiError(400, str(error), "q") from None
         except QueueFull:
             raise overloaded(f"the server is busy ({translator.id}'s queue is full); retry shortly") from None
         except asyncio.TimeoutError:
@@ -264,6 +266,10 @@ def create_app(translators: Sequence[Translator], settings: ServerSettings = Ser
 
     @app.get("/health")
     async def health():
+        stopped = [name for name, batcher in models.batchers.items() if not batcher.healthy]
+        if stopped:  # its requests would only time out: tell the load balancer
+            return JSONResponse({"status": "failed", "error": f"the batcher of {', '.join(stopped)} stopped; "
+                                                              "the server log has the details"}, status_code=503)
         return {"status": "ok", "models": list(models.by_id), "waiting": sum(b.waiting for b in models.batchers.values()),
                 "api_key_required": settings.api_keys is not None,
                 "limits": {"max_chars": limits.max_chars, "max_texts": limits.max_texts, "max_beam": limits.max_beam}}

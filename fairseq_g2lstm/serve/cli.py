@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="sentences per batch (default %(default)s; 1 turns batching off)")
     batching.add_argument("--max-batch-tokens", type=positive_int, default=4096,
                           help="source tokens per batch (default %(default)s)")
-    batching.add_argument("--batch-wait-ms", type=float, default=5.0,
-                          help="how long a sentence waits for others to join its batch (default %(default)s)")
+    batching.add_argument("--batch-wait-ms", type=batch_wait_ms, default=5.0,
+                          help=f"how long a sentence waits for others to join its batch, 0 to {MAX_BATCH_WAIT_MS:g} "
+                               "(default %(default)s)")
     batching.add_argument("--no-batching", action="store_true", help="one sentence at a time (for comparisons)")
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-chars", type=positive_int, default=2000, help="characters per text (default %(default)s)")
@@ -52,6 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allow browser pages from ORIGIN to call the API (repeatable; default: none)")
     parser.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
     return parser
+
+
+MAX_BATCH_WAIT_MS = 10_000.0  # finite: a sentence must not wait for company for ever
+
+
+def batch_wait_ms(text: str) -> float:
+    """A flag type: milliseconds from 0 to :data:`MAX_BATCH_WAIT_MS`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= MAX_BATCH_WAIT_MS:  # also false for nan
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_BATCH_WAIT_MS:g}; got {text}")
+    return value
 
 
 def read_api_keys(path: str) -> frozenset:
