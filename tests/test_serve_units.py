@@ -297,3 +297,221 @@ def test_the_page_and_its_files_are_served():
         for name in ("app.js", "style.css"):
             assert client.get(f"/static/{name}").status_code == 200
         assert client.get("/nowhere").json() == {"error": "Not Found"}
+
+
+# --- round 2: what a client or an operator could break ------------------------------------------------
+def test_model_ids_are_unique_even_where_a_folder_is_named_like_a_numbered_id():
+    from fairseq_g2lstm.serve.cli import model_ids
+
+    ids = model_ids(["/m1/de-en", "/m2/de-en", "/m3/de-en-2"])
+    assert len(set(ids)) == 3 and ids[0] == "de-en" and ids[2] == "de-en-2"
+    with pytest.raises(ValueError, match="twice"):
+        create_app([ReversingTranslator("same"), ReversingTranslator("same")])
+
+
+def test_a_deeply_nested_body_is_a_400_not_a_500():
+    with client_for() as client:
+        for body in (b"[" * 200_000, b'{"q": ' + b"[" * 200_000):
+            response = client.post("/translate", content=body, headers={"content-type": "application/json"})
+            assert response.status_code == 400 and response.json()["field"] == "body", response.text
+
+
+def test_a_chunked_body_over_the_limit_is_refused_before_it_is_read_whole():
+    from fairseq_g2lstm.serve.schemas import read_body
+
+    limits = Limits(max_chars=10, max_texts=2)
+    sent = []
+
+    class ChunkedRequest:  # what read_body uses of starlette's Request; no Content-Length
+        headers = {"content-type": "application/json", "transfer-encoding": "chunked"}
+
+        async def stream(self):
+            for _ in range(1000):
+                sent.append(1)
+                yield b"x" * 1024
+
+    with pytest.raises(ApiError) as caught:
+        run(read_body(ChunkedRequest(), limits))
+    assert caught.value.status == 413 and caught.value.field == "body"
+    assert len(sent) <= limits.max_body_bytes // 1024 + 1  # stopped at the limit, not at the end
+    with client_for(limits=limits) as client:  # and through the app, chunked (a generator body)
+        response = client.post("/translate", content=(b"x" * 1024 for _ in range(100)),
+                               headers={"content-type": "application/x-www-form-urlencoded"})
+        assert response.status_code == 413 and response.json()["field"] == "body"
+
+
+def test_multipart_files_are_refused_and_fields_are_counted():
+    with client_for() as client:
+        upload = client.post("/translate", data={"source": "de", "target": "en"}, files={"q": ("a.txt", b"a b")})
+        assert upload.status_code == 400 and upload.json()["error"]
+        many = client.post("/translate", data={f"f{k}": "x" for k in range(500)} | {"q": "a", "source": "de",
+                                                                                       "target": "en"})
+        assert many.status_code == 400
+
+
+def test_a_key_in_the_authorization_header_is_checked_before_the_body_is_read():
+    with client_for(api_keys=frozenset({"k1"})) as client:
+        request = {"q": "a b", "source": "de", "target": "en"}
+        good = client.post("/translate", json=request, headers={"Authorization": "Bearer k1"})
+        assert good.status_code == 200 and good.json() == {"translatedText": "b a"}
+        assert client.post("/v1/translate", json={"q": "a"}, headers={"Authorization": "Bearer k1"}).status_code == 200
+        # a wrong key fails before the body: even a malformed body gets 403, not 400
+        bad = client.post("/translate", content=b"{not json", headers={"Authorization": "Bearer k2",
+                                                                          "content-type": "application/json"})
+        assert bad.status_code == 403 and bad.json()["field"] == "api_key"
+
+
+def test_keys_are_compared_in_constant_time(monkeypatch):
+    import hmac
+
+    calls = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
+    with client_for(api_keys=frozenset({"k1", "k2"})) as client:
+        assert client.post("/v1/translate", json={"q": "a", "api_key": "k9"}).status_code == 403
+    assert len(calls) == 2  # every key compared, none skipped by an early match
+
+
+def test_the_keys_file_is_read_closed_and_refuses_a_key_that_looks_like_a_comment(tmp_path):
+    import warnings
+
+    from fairseq_g2lstm.serve.cli import read_api_keys
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# clients\n\nalpha\n  beta  \n#\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)  # an unclosed file warns
+        assert read_api_keys(str(keys)) == frozenset({"alpha", "beta"})
+    keys.write_text("alpha\n#s3cret\n")
+    with pytest.raises(ValueError, match="line 2"):
+        read_api_keys(str(keys))
+
+
+def test_libretranslate_parameters_in_the_query_string_with_no_body():
+    with client_for() as client:
+        answer = client.post("/translate", params={"q": "a b", "source": "de", "target": "en", "format": "text"})
+        assert answer.status_code == 200 and answer.json() == {"translatedText": "b a"}
+        # query string and form together, as LibreTranslate's request.values
+        mixed = client.post("/translate?source=de", data={"q": "c d", "target": "en"})
+        assert mixed.json() == {"translatedText": "d c"}
+        long = client.post("/translate", params={"q": "a " * 1500, "source": "de", "target": "en"})
+        assert long.status_code == 400 and long.json()["field"] == "q"
+
+
+def test_a_batch_whose_run_returns_the_wrong_count_fails_its_requests_and_the_worker_goes_on():
+    calls = []
+
+    def short(key, payloads):
+        calls.append(list(payloads))
+        return [2 * p for p in payloads][: 1 if len(calls) == 1 else None]
+
+    async def body(batcher):
+        first = await asyncio.wait_for(asyncio.gather(batcher.submit("k", [1, 2], [1, 1]),
+                                                      return_exceptions=True), 2)
+        later = await asyncio.wait_for(batcher.submit("k", [5], [1]), 2)
+        return first, later, batcher.healthy
+
+    (first,), later, healthy = run(with_batcher(short, body, max_wait_s=0))
+    assert first == [2, 4] and later == [10] and healthy  # the short batch was run again one by one
+    assert calls == [[1, 2], [1], [2], [5]]
+
+
+def test_the_worker_survives_an_error_outside_the_run():
+    recorder = Recorder()
+
+    async def body(batcher):
+        real_take, failures = batcher._take, []
+
+        def take_once_broken():
+            if not failures:
+                failures.append(1)
+                raise RuntimeError("broken take")
+            return real_take()
+
+        batcher._take = take_once_broken
+        first = await asyncio.wait_for(asyncio.gather(batcher.submit("k", [1], [1]), return_exceptions=True), 2)
+        return first, await asyncio.wait_for(batcher.submit("k", [3], [1]), 2), batcher.healthy
+
+    (first,), later, healthy = run(with_batcher(recorder, body, max_wait_s=0))
+    assert isinstance(first, RuntimeError) and later == [6] and healthy
+
+
+def test_health_is_503_when_a_batcher_worker_has_died():
+    with client_for() as client:
+        assert client.get("/health").status_code == 200
+        batcher = next(iter(client.app.state.models.batchers.values()))
+        batcher._worker.get_loop().call_soon_threadsafe(batcher._worker.cancel)  # the app's loop runs in a thread
+        assert wait_until(lambda: batcher._worker.done())
+        response = client.get("/health")
+        assert response.status_code == 503 and response.json()["status"] != "ok"
+
+
+def wait_until(predicate, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not predicate():
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_more_texts_than_the_queue_holds_is_a_4xx_not_a_retry():
+    from fairseq_g2lstm.serve.batching import TooLarge
+
+    async def body(batcher):
+        with pytest.raises(TooLarge):
+            await batcher.submit("k", [1, 2, 3, 4], [1] * 4)
+
+    run(with_batcher(Recorder(), body, max_queue=3))
+    with client_for(limits=Limits(max_queue=2)) as client:
+        response = client.post("/translate", json={"q": ["a", "b", "c"], "source": "de", "target": "en"})
+    assert response.status_code == 400 and "retry-after" not in response.headers and response.json()["field"] == "q"
+
+
+def test_timed_out_sentences_stop_counting_against_the_queue():
+    recorder = Recorder(delay=0.3)
+
+    async def body(batcher):
+        running = asyncio.ensure_future(batcher.submit("k", [1], [1]))
+        await asyncio.sleep(0.05)  # the worker is busy for 0.3 s
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(batcher.submit("k", [2, 3], [1, 1]), 0.01)
+        waiting = batcher.waiting
+        accepted = await batcher.submit("k", [4, 5], [1, 1])  # would not fit beside the two given up
+        return waiting, await running, accepted
+
+    assert run(with_batcher(recorder, body, max_queue=2, max_wait_s=0)) == (0, [2], [8, 10])
+
+
+def test_stop_does_not_block_the_event_loop():
+    recorder = Recorder(delay=0.3)
+
+    async def body():
+        batcher = DynamicBatcher(recorder, max_wait_s=0)
+        batcher.start()
+        pending = asyncio.ensure_future(batcher.submit("k", [1], [1]))
+        await asyncio.sleep(0.05)  # the batch is running in the worker thread
+        ticks = []
+
+        async def ticker():
+            while True:
+                ticks.append(1)
+                await asyncio.sleep(0.01)
+
+        ticking = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        before = len(ticks)
+        await batcher.stop()
+        during = len(ticks) - before
+        ticking.cancel()
+        pending.cancel()
+        return during
+
+    assert run(body()) >= 5  # the loop kept running while the thread finished its batch
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e9"])
+def test_batch_wait_must_be_a_finite_bounded_number(value, capsys):
+    from fairseq_g2lstm.serve.cli import build_parser
+
+    with pytest.raises(SystemExit) as caught:
+        build_parser().parse_args(["DIR", "--batch-wait-ms", value])
+    assert caught.value.code == 2 and "--batch-wait-ms" in capsys.readouterr().err
