@@ -19,7 +19,7 @@ PROG = "g2lstm-export"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .writer import QUANTIZE_CHOICES
+    from .writer import QUANTIZE_CHOICES, TOKENIZER_CHOICES
 
     parser = OneLineParser(prog=PROG, description="Export a g2lstm checkpoint (trained, averaged or compressed) and "
                                                   "its data-bin's dictionaries and BPE model as a model folder that "
@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the sentencepiece model (default: the one in the data-bin)")
     bpe.add_argument("--bpe-codes", metavar="FILE", help="subword-nmt BPE codes instead of sentencepiece")
     bpe.add_argument("--no-bpe", action="store_true", help="the model reads whitespace-separated tokens as they are")
+    parser.add_argument("--tokenizer", choices=TOKENIZER_CHOICES, default="none",
+                        help="the tokenizer the text went through before the BPE was learned (subword-nmt codes "
+                             "usually follow Moses'; default: %(default)s); recorded in model.json")
     parser.add_argument("--source-lang", metavar="SRC", help="default: the checkpoint's, or the data-bin's")
     parser.add_argument("--target-lang", metavar="TGT", help="default: the checkpoint's, or the data-bin's")
     parser.add_argument("--bleu", metavar="TEXT", help="a BLEU score (with its test set) for the model card")
@@ -54,7 +57,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .writer import ExportOptions, export_model
 
     options = ExportOptions(quantize=args.quantize, force=args.force, sentencepiece_model=args.sentencepiece_model,
-                            bpe_codes=args.bpe_codes, no_bpe=args.no_bpe, source_lang=args.source_lang,
+                            bpe_codes=args.bpe_codes, no_bpe=args.no_bpe, tokenizer=args.tokenizer, source_lang=args.source_lang,
                             target_lang=args.target_lang, bleu=args.bleu, notes=args.notes)
     try:
         manifest = export_model(args.checkpoint, args.data, args.out, options)

@@ -28,6 +28,7 @@ from .card import model_card
 from .folder import interactive_command
 
 QUANTIZE_CHOICES = ("none", "int8")
+TOKENIZER_CHOICES = ("none", "moses")  # fairseq's --tokenizer names
 # Checkpoint entries an inference-only copy keeps (besides the trimmed history).
 KEPT_ENTRIES = ("model", "cfg", "args", "task_state", "compression", "averaged_from")
 # Model arguments reported as the architecture in model.json (the gate flags are separate).
@@ -46,6 +47,7 @@ class ExportOptions:
     sentencepiece_model: Optional[Path] = None
     bpe_codes: Optional[Path] = None
     no_bpe: bool = False
+    tokenizer: str = "none"
     source_lang: Optional[str] = None
     target_lang: Optional[str] = None
     bleu: Optional[str] = None
@@ -185,6 +187,7 @@ def describe(state: Dict[str, Any], kind: str, languages: Dict[str, str], dictio
         "gates": {k[len("gate_"):]: _plain(values.get(k)) for k in GATE_FLAGS},
         "languages": languages,
         "vocabulary": dictionaries,
+        "tokenizer": None if options.tokenizer == "none" else options.tokenizer,
         "bpe": {"name": bpe["name"], "file": BPE_FILES[bpe["name"]][0]} if bpe else None,
         "quantize": options.quantize,
         "compression": compression.get("signature"),
@@ -226,8 +229,11 @@ def export_model(checkpoint: PathLike, data: PathLike, out: PathLike, options: E
     checkpoint, data, out = check_input(checkpoint), Path(data), Path(out)
     if options.quantize not in QUANTIZE_CHOICES:
         raise ModelFolderError(f"--quantize {options.quantize}: choose from {', '.join(QUANTIZE_CHOICES)}")
+    if options.tokenizer not in TOKENIZER_CHOICES:
+        raise ModelFolderError(f"--tokenizer {options.tokenizer}: choose from {', '.join(TOKENIZER_CHOICES)}")
     if not data.is_dir():
         raise ModelFolderError(f"{data}: no such data-bin folder")
+    check_out_apart(out, {"--data": data, "the checkpoint's folder": checkpoint.parent})
     try:
         check_destination(out, options.force)
     except PrepareError as error:
@@ -249,6 +255,17 @@ def export_model(checkpoint: PathLike, data: PathLike, out: PathLike, options: E
         manifest["files"] = {path.name: file_sha256(path) for path in sorted(staging.iterdir())}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+def check_out_apart(out: Path, inputs: Dict[str, Path]) -> None:
+    """Refuse an ``out`` that is, holds or sits inside an input folder: replacing it
+    (``--force``) would delete the training data or the checkpoints."""
+    target = out.resolve()
+    for name, folder in inputs.items():
+        folder = folder.resolve()
+        if target == folder or folder in target.parents or target in folder.parents:
+            relation = "is" if target == folder else "is inside" if folder in target.parents else "holds"
+            raise ModelFolderError(f"--out {out} {relation} {name} ({folder}); write the model folder elsewhere")
 
 
 def _dictionary_role(path: Path, kind: str, languages: Dict[str, str]) -> str:
