@@ -238,8 +238,9 @@ def test_v1_gives_the_nbest_with_scores():
     with client_for() as client:
         answer = client.post("/v1/translate", json={"q": ["a b"], "beam": 3, "nbest": 2}).json()
     assert answer["model"] == "rev" and answer["beam"] == 3
-    assert answer["translations"] == [{"text": "b a", "hypotheses": [
-        {"text": "b a", "score": -0.5, "tokens": []}, {"text": "b a!", "score": -1.0, "tokens": []}]}]
+    assert answer["translations"] == [{"text": "b a", "truncated": False, "hypotheses": [
+        {"text": "b a", "score": -0.5, "tokens": [], "truncated": False},
+        {"text": "b a!", "score": -1.0, "tokens": [], "truncated": False}]}]
 
 
 def test_an_exception_in_the_model_is_a_json_500_for_that_request_only():

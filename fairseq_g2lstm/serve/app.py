@@ -288,7 +288,9 @@ def create_app(translators: Sequence[Translator], settings: ServerSettings = Ser
 def _sentence(result: SentenceResult) -> Dict[str, Any]:
     out: Dict[str, Any] = {
         "text": result.hypotheses[0].text,
-        "hypotheses": [{"text": h.text, "score": h.score, "tokens": h.tokens} for h in result.hypotheses],
+        "truncated": result.hypotheses[0].truncated,
+        "hypotheses": [{"text": h.text, "score": h.score, "tokens": h.tokens, "truncated": h.truncated}
+                       for h in result.hypotheses],
     }
     if result.gates is not None:
         out["gates"] = result.gates

@@ -18,6 +18,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from ..cli_args import EXIT_INPUT_ERROR, OneLineParser, configure_logging, positive_float, positive_int
+from .limits import MAX_LEN_A, MAX_LEN_B
 
 PROG = "g2lstm-serve"
 
@@ -30,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default %(default)s; 0: any free port)")
     parser.add_argument("--beam", type=positive_int, default=5, help="beam size by default (default %(default)s)")
+    parser.add_argument("--max-len-a", type=positive_float, default=MAX_LEN_A,
+                        help="a translation may have up to A * S + B tokens for a source of S (default A: "
+                             "%(default)s); one cut there is marked truncated in /v1 and logged")
+    parser.add_argument("--max-len-b", type=positive_int, default=MAX_LEN_B, help="B (default %(default)s)")
     batching = parser.add_argument_group("dynamic batching")
     batching.add_argument("--max-batch-sentences", type=positive_int, default=32,
                           help="sentences per batch (default %(default)s; 1 turns batching off)")
@@ -154,7 +159,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except OSError as error:
         return fail(f"cannot listen on {args.host}:{args.port} ({error.strerror or error})")
     try:
-        translators = [Translator(folder, model_id, max_batch_tokens=args.max_batch_tokens)
+        translators = [Translator(folder, model_id, max_batch_tokens=args.max_batch_tokens, max_len_a=args.max_len_a,
+                                  max_len_b=args.max_len_b)
                        for folder, model_id in zip(args.folders, model_ids(args.folders))]
     except ModelFolderError as error:
         sock.close()

@@ -9,6 +9,12 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
 
+# The output bound, A * S + B target tokens for a source of S (--max-len-a, --max-len-b).
+# The IWSLT14 recipe drops pairs whose word counts differ by more than 1.5x, so a
+# translation is at most about 1.5x its source; subword splits vary, hence the + 10.
+MAX_LEN_A, MAX_LEN_B = 1.5, 10
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one request may ask, and how much work may wait (the flags of ``g2lstm-serve``)."""

@@ -1,15 +1,24 @@
 """One served model: a model folder loaded through fairseq's hub interface.
 
-Everything here is a call of the hub (``encode``, ``generate``, ``decode``: what
-``hub.translate`` does, and what the hub tests compare with fairseq-interactive) or of
-the gate tools' teacher-forced pass (:func:`fairseq_g2lstm.gate_stats.collect.teacher_forced_gates`,
-as ``g2lstm-gates --heatmap`` uses it). The server only schedules these calls.
+Everything here is a call of the hub's parts (``encode``, which prepares the text as the
+training data was; the task's ``inference_step`` with its sequence generator;
+``decode``: what ``hub.translate`` does, and what the hub tests compare with
+fairseq-interactive) or of the gate tools' teacher-forced pass
+(:func:`fairseq_g2lstm.gate_stats.collect.teacher_forced_gates`, as ``g2lstm-gates
+--heatmap`` uses it). The server only schedules these calls.
+
+Two things differ from ``hub.generate``, for a server's sake: the batcher has already
+made the batch, so it goes to the generator as one batch (no second batching, which
+also fails on a sentence longer than the token budget), and the generators are built
+once per beam size instead of per call. The output bound is ``max_len_a * S +
+max_len_b`` target tokens for a source of S tokens (fairseq's rule; fairseq-interactive
+defaults to a fixed 200); a translation that reaches it is marked ``truncated``.
 """
-import threading
-import warnings
+import copy
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -17,7 +26,14 @@ from torch import Tensor
 from g2lstm_runtime.folder import TRANSLATION, ModelFolderError, verify_folder
 
 from ..export.folder import hub_from_folder
-from ..gate_stats.collect import START_SYMBOL, LoadedModel, teacher_forced_gates, unit_means
+from ..gate_stats.collect import GATE_LETTERS, START_SYMBOL, LoadedModel, teacher_forced_gates, unit_means
+from ..gate_stats.summary import GATES, HIGH, LOW
+from ..gates import gate_slice
+from .limits import MAX_LEN_A, MAX_LEN_B
+
+logger = logging.getLogger(__name__)
+
+MAX_HEATMAP_UNITS = 256  # the page draws one row per unit
 
 
 class GenerationKey(NamedTuple):
@@ -34,6 +50,7 @@ class Hypothesis:
     text: str
     score: float  # the beam search's score: the mean log-probability per target token
     tokens: List[str]  # the target pieces, ending in </s>
+    truncated: bool = False  # cut at the output bound (max_len_a * S + max_len_b), not ended by the model
 
 
 @dataclass
@@ -44,10 +61,11 @@ class SentenceResult:
 
 class Translator:
     """A translation model folder, loaded once, used from one thread at a time (the
-    batcher's worker): ``run_batch`` translates a batch of encoded sentences."""
+    batcher's worker): ``encode`` turns a text into source ids, ``run_batch`` translates
+    a batch of them, ``describe`` says what the model is."""
 
     def __init__(self, folder, model_id: Optional[str] = None, max_batch_tokens: int = 4096,
-                 device: Optional[torch.device] = None):
+                 device: Optional[torch.device] = None, max_len_a: float = MAX_LEN_A, max_len_b: int = MAX_LEN_B):
         self.folder = Path(folder)
         self.manifest = verify_folder(self.folder)
         if self.manifest["kind"] != TRANSLATION:
@@ -57,9 +75,13 @@ class Translator:
         self.target = self.manifest["languages"]["target"]
         self.device = device or torch.device("cpu")
         self.max_batch_tokens = max_batch_tokens
+        self.max_len_a, self.max_len_b = max_len_a, max_len_b
         self.hub = self._load()
-        self._hard_hub = None  # loaded on the first request for hard gates
-        self._hard_lock = threading.Lock()
+        # --gate-eval hard (every gate rounded to 0 or 1), the hub's documented override; loaded
+        # now, sharing the weights, so that no request waits for a load in the worker thread
+        self.hard_hub = self._load(gate_eval="hard")
+        torch.nn.Module.load_state_dict(self.hard_hub.models[0], self.hub.models[0].state_dict(), assign=True)
+        self._generators: Dict[Tuple[bool, int], Any] = {}
         model = self.hub.models[0]
         self.num_layers = model.decoder.layers.num_layers
         self.bidirectional = [d == 2 for d in model.encoder.lstm.num_directions]
@@ -69,41 +91,61 @@ class Translator:
                                                              model.max_positions())[0]
 
     def _load(self, **overrides):
-        from omegaconf import open_dict
-
         hub = hub_from_folder(self.folder, **overrides)
-        with open_dict(hub.cfg):  # the batcher bounds the batches; the hub should not split them again
-            hub.cfg.dataset.max_tokens = self.max_batch_tokens
-            hub.cfg.dataset.batch_size = None
         hub.to(self.device)
         hub.eval()
         return hub
 
     def hub_for(self, hard_gates: bool):
-        """The hub as trained, or (``hard_gates``) the same folder loaded with
-        ``--gate-eval hard`` (every gate rounded to 0 or 1), the hub's documented override."""
-        if not hard_gates:
-            return self.hub
-        with self._hard_lock:
-            if self._hard_hub is None:
-                self._hard_hub = self._load(gate_eval="hard")
-        return self._hard_hub
+        """The hub as trained, or (``hard_gates``) with ``--gate-eval hard``."""
+        return self.hard_hub if hard_gates else self.hub
+
+    def generator(self, hard_gates: bool, beam: int):
+        """The sequence generator for a beam size, built on first use (as ``hub.generate``
+        builds it, from the folder's generation settings) and kept."""
+        key = (hard_gates, beam)
+        if key not in self._generators:
+            hub = self.hub_for(hard_gates)
+            settings = copy.deepcopy(hub.cfg.generation)
+            from omegaconf import open_dict
+
+            with open_dict(settings):
+                settings.beam, settings.max_len_a, settings.max_len_b = beam, self.max_len_a, self.max_len_b
+            self._generators[key] = hub.task.build_generator(hub.models, settings)
+        return self._generators[key]
+
+    def output_bound(self, generator, source_tokens: int) -> int:
+        """The most target tokens (before eos) the generator gives a batch whose longest
+        source has ``source_tokens`` tokens, eos included (fairseq's SequenceGenerator rule)."""
+        return min(int(self.max_len_a * source_tokens + self.max_len_b), generator.max_len - 1)
 
     def encode(self, text: str) -> Tensor:
-        """Raw text -> source ids [S] ending in eos (tokenizer, BPE, dictionary)."""
+        """Raw text -> source ids [S] ending in eos (the folder's text preparation,
+        tokenizer, BPE, dictionary)."""
         return self.hub.encode(text)
 
     def run_batch(self, key: GenerationKey, sources: List[Tensor]) -> List[SentenceResult]:
         """Beam search over ``sources`` (each [S]) as one batch, n-best per sentence; with
         ``key.gate_layer``, the gates of the best translation, teacher-forced."""
+        from fairseq import utils
+
         hub = self.hub_for(key.hard_gates)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*pin_memory.*")  # fairseq's iterator on a CPU machine
-            outputs = hub.generate(sources, beam=key.beam)
+        generator = self.generator(key.hard_gates, key.beam)
+        dataset = hub.task.build_dataset_for_inference(sources, [len(s) for s in sources])
+        batch = dataset.collater([dataset[k] for k in range(len(sources))])  # sorted by length
+        batch = utils.apply_to_sample(lambda t: t.to(self.device), batch)
+        outputs = hub.task.inference_step(generator, hub.models, batch)
+        by_id = dict(zip(batch["id"].tolist(), outputs, strict=True))
+        bound = self.output_bound(generator, max(len(s) for s in sources))
         results = []
-        for source, hypos in zip(sources, outputs):
+        for k, source in enumerate(sources):
+            hypos = by_id[k]
             best = [Hypothesis(hub.decode(h["tokens"]), float(h["score"]),
-                               [hub.tgt_dict[i] for i in h["tokens"].tolist()]) for h in hypos[: key.nbest]]
+                               [hub.tgt_dict[i] for i in h["tokens"].tolist()], len(h["tokens"]) > bound)
+                    for h in hypos[: key.nbest]]
+            if best[0].truncated:
+                logger.warning("%s: a translation was cut at %d tokens (source of %d; --max-len-a %g, --max-len-b %d)",
+                               self.id, bound, len(source), self.max_len_a, self.max_len_b)
             gates = None
             if key.gate_layer is not None:
                 gates = self.token_gates(hub, source, hypos[0]["tokens"].cpu(), key.gate_layer)
@@ -111,13 +153,13 @@ class Translator:
         return results
 
     def token_gates(self, hub, source: Tensor, target: Tensor, layer: int) -> Dict[str, Any]:
-        """The per-token mean input and forget gates of encoder layer ``layer`` over the
-        source tokens (both directions where it is bidirectional) and of decoder layer
-        ``layer`` over the target steps (step t reads token t-1 and predicts token t)."""
+        """The gates of encoder layer ``layer`` over the source tokens (both directions
+        where it is bidirectional) and of decoder layer ``layer`` over the target steps
+        (step t reads token t-1 and predicts token t), each in :func:`gate_view`'s form."""
         loaded = LoadedModel(self.folder, self.id, hub.models[0], hub.task, hub.cfg, hub, "", self.device)
         names = [f"encoder.{layer}"] + ([f"encoder.{layer}.reverse"] if self.bidirectional[layer] else [])
-        source_side = {name: unit_means(teacher_forced_gates(loaded, source, target, name)) for name in names}
-        target_side = unit_means(teacher_forced_gates(loaded, source, target, f"decoder.{layer}"))
+        source_side = {name: gate_view(teacher_forced_gates(loaded, source, target, name)) for name in names}
+        target_side = gate_view(teacher_forced_gates(loaded, source, target, f"decoder.{layer}"))
         predicts = [hub.tgt_dict[i] for i in target.tolist()]
         return {
             "layer": layer,
@@ -142,4 +184,27 @@ class Translator:
             "quantize": manifest.get("quantize"),
             "compression": manifest.get("compression"),
             "max_source_tokens": self.max_source_tokens,
+            "max_len": {"a": self.max_len_a, "b": self.max_len_b},
+            "text_preparation": {"lowercase": self.hub.prepare.lowercase, "tokenizer": self.hub.prepare.tokenizer,
+                                 "bpe": self.hub.prepare.bpe},
         }
+
+
+def gate_view(gates: Tensor) -> Dict[str, Any]:
+    """gates [T,4H] of one layer -> per G2 gate (input, forget) and token: the mean over
+    the hidden units (``unit_means``), the share of units below ``LOW`` and above ``HIGH``
+    (the saturation measure of ``g2lstm-gates``), and the units themselves, ``"units"``
+    [U][T], sorted by their mean over the tokens; at most :data:`MAX_HEATMAP_UNITS`,
+    evenly spaced in that order, with ``"unit_ids"`` naming them."""
+    view: Dict[str, Any] = dict(unit_means(gates))
+    hidden = gates.shape[-1] // 4
+    for gate in GATES:
+        values = gates[:, gate_slice(GATE_LETTERS[gate], hidden)].double()  # [T,H]
+        order = values.mean(0).argsort()
+        if hidden > MAX_HEATMAP_UNITS:
+            order = order[torch.linspace(0, hidden - 1, MAX_HEATMAP_UNITS).round().long()]
+        view[f"{gate}_below"] = (values < LOW).double().mean(-1).tolist()
+        view[f"{gate}_above"] = (values > HIGH).double().mean(-1).tolist()
+        view[f"{gate}_units"] = values[:, order].t().round(decimals=3).tolist()
+        view[f"{gate}_unit_ids"] = order.tolist()
+    return view
