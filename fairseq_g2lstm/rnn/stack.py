@@ -14,6 +14,8 @@ recurrent products.
 gates, when no one reads the gates, each layer is exactly a standard LSTM cell (the
 sharpened temperature folded into the weights), so a step is torch's own LSTM cell
 (:meth:`CellStack.native_step`): the whole cell in one call, without Python per op.
+Generation runs one forward per step, so the folded weights are made once and kept
+(:meth:`CellStack.native_weights`) until the weights change or the stack trains.
 """
 import math
 from typing import Callable, List, Optional, Tuple
@@ -55,6 +57,7 @@ class CellStack(nn.Module):
         super().__init__()
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.feed_size, self.dropout, self.gate, self.kernel = feed_size, dropout, gate, kernel
+        self._folded: Optional[Tuple[tuple, CellWeights]] = None  # (key, weights): see native_weights
         h4 = NUM_GATES * hidden_size
         for layer in range(num_layers):
             layer_input = input_size + feed_size if layer == 0 else hidden_size
@@ -142,6 +145,25 @@ class CellStack(nn.Module):
         unobserved."""
         return native_kernel_applies(self, spec, gates_unobserved)
 
+    def native_weights(self, spec: GateSpec) -> CellWeights:
+        """Per layer ``(w_ih, w_hh, b_ih, b_hh)`` with the temperature folded in
+        (:func:`prescale_weight`). A sharpened model's fold copies every weight, so the
+        result is kept while the parameters are the same tensors at the same version
+        (an in-place update, ``load_state_dict`` or a new tensor changes the key) and
+        while no gradient is recorded; :meth:`train` drops it."""
+        params = list(self.parameters())
+        key = (spec.inv_temperature, tuple((id(p), p.data_ptr(), p._version) for p in params))
+        if self._folded is not None and self._folded[0] == key:
+            return self._folded[1]
+        weights = [tuple(prescale_weight(w, spec) for w in self.layer_params(layer)) for layer in range(self.num_layers)]
+        keep = spec.inv_temperature != 1.0 and not (torch.is_grad_enabled() and any(p.requires_grad for p in params))
+        self._folded = (key, weights) if keep else None
+        return weights
+
+    def train(self, mode: bool = True):
+        self._folded = None
+        return super().train(mode)
+
     def native_step(self, x: Tensor, feed: Optional[Tensor], hiddens: List[Tensor], cells: List[Tensor],
                     weights: CellWeights) -> Tuple[List[Tensor], List[Tensor]]:
         """One step of every layer through torch's LSTM cell, without gates.
@@ -167,8 +189,7 @@ class CellStack(nn.Module):
         here once: the input projection, the weights' layout and the noise of all steps.
         """
         if self.uses_native_cell(spec, gates_unobserved):
-            weights = [tuple(prescale_weight(w, spec) for w in self.layer_params(layer))
-                       for layer in range(self.num_layers)]
+            weights = self.native_weights(spec)
             inputs = x.unbind(0)
 
             def native(t, feed, hiddens, cells):
