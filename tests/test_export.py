@@ -158,3 +158,37 @@ def test_a_language_model_folder_samples_through_its_hub(tmp_path):
     prompt = "the company said"
     assert hub.sample(prompt, beam=1, max_len_b=5) == reference.sample(prompt, beam=1, max_len_b=5)
     assert hub.sample(prompt, beam=1, max_len_b=5).startswith(prompt)
+
+
+@pytest.mark.parametrize("where", ["data", "inside data", "checkpoints", "holds checkpoints", "the checkpoint"])
+def test_out_may_not_be_or_hold_an_input_nor_sit_inside_the_data(model, tmp_path, where):
+    data, checkpoints = tmp_path / "bin", tmp_path / "run" / "ckpt"
+    shutil.copytree(model["data"], data)
+    checkpoints.mkdir(parents=True)
+    shutil.copyfile(model["checkpoint"], checkpoints / "checkpoint_last.pt")
+    out = {"data": data, "inside data": data / "model", "checkpoints": checkpoints,
+           "holds checkpoints": tmp_path / "run", "the checkpoint": checkpoints / "checkpoint_last.pt"}[where]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    proc = cli("g2lstm-export", checkpoints / "checkpoint_last.pt", "--data", data, "--out", out, "--force",
+               check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--out" in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("g2lstm-export: error:") and "elsewhere" in proc.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing deleted
+
+
+def test_a_folder_with_bpe_codes_records_its_tokenizer(model, tmp_path):
+    from fairseq_g2lstm.export.folder import hub_overrides, interactive_command
+    from g2lstm_runtime.text import TextPreparation
+
+    codes = tmp_path / "codes"
+    codes.write_text("w 1</w>\n")
+    cli("g2lstm-export", model["checkpoint"], "--data", model["data"], "--out", tmp_path / "m", "--bpe-codes", codes,
+        "--tokenizer", "moses")
+    manifest = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert manifest["tokenizer"] == "moses" and manifest["bpe"]["name"] == "subword_nmt"
+    assert hub_overrides(tmp_path / "m", manifest)["tokenizer"] == "moses"
+    assert "--tokenizer moses" in " ".join(interactive_command("DIR", manifest))
+    assert TextPreparation.from_manifest(manifest) == TextPreparation(lowercase=False, tokenizer="moses",
+                                                                      bpe="subword_nmt")
+    plain = json.loads((model["folder"] / "model.json").read_text())
+    assert plain["tokenizer"] is None and "tokenizer" not in hub_overrides(model["folder"], plain)

@@ -14,7 +14,7 @@ from argparse import Namespace
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from g2lstm_runtime.folder import (BPE_FILES, CARD, CHECKPOINT, FORMAT, FORMAT_VERSION, LANGUAGE_MODEL, MANIFEST,
@@ -233,7 +233,8 @@ def export_model(checkpoint: PathLike, data: PathLike, out: PathLike, options: E
         raise ModelFolderError(f"--tokenizer {options.tokenizer}: choose from {', '.join(TOKENIZER_CHOICES)}")
     if not data.is_dir():
         raise ModelFolderError(f"{data}: no such data-bin folder")
-    check_out_apart(out, {"--data": data, "the checkpoint's folder": checkpoint.parent})
+    check_out_apart(out, {"--data": (data, True), "the checkpoint": (checkpoint, False),
+                          "the checkpoint's folder": (checkpoint.parent, False)})
     try:
         check_destination(out, options.force)
     except PrepareError as error:
@@ -257,15 +258,18 @@ def export_model(checkpoint: PathLike, data: PathLike, out: PathLike, options: E
     return manifest
 
 
-def check_out_apart(out: Path, inputs: Dict[str, Path]) -> None:
-    """Refuse an ``out`` that is, holds or sits inside an input folder: replacing it
-    (``--force``) would delete the training data or the checkpoints."""
+def check_out_apart(out: Path, inputs: Dict[str, Tuple[Path, bool]]) -> None:
+    """Refuse an ``out`` that is or holds an input (replacing it with ``--force`` would
+    delete the training data or the checkpoints), or sits inside one whose flag says so
+    (the data-bin: fairseq reads every file there). ``inputs``: name -> (path, whether
+    inside is refused too)."""
     target = out.resolve()
-    for name, folder in inputs.items():
-        folder = folder.resolve()
-        if target == folder or folder in target.parents or target in folder.parents:
-            relation = "is" if target == folder else "is inside" if folder in target.parents else "holds"
-            raise ModelFolderError(f"--out {out} {relation} {name} ({folder}); write the model folder elsewhere")
+    for name, (path, not_inside) in inputs.items():
+        path = path.resolve()
+        relation = ("is" if target == path else "holds" if target in path.parents
+                    else "is inside" if not_inside and path in target.parents else None)
+        if relation:
+            raise ModelFolderError(f"--out {out} {relation} {name} ({path}); write the model folder elsewhere")
 
 
 def _dictionary_role(path: Path, kind: str, languages: Dict[str, str]) -> str:
