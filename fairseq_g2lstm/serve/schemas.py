@@ -107,12 +107,17 @@ async def read_limited(request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise ApiError(413, f"body of {int(declared):,} bytes; at most {max_bytes:,}", "body")
+    from starlette.requests import ClientDisconnect
+
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise ApiError(413, f"body of more than {max_bytes:,} bytes; at most {max_bytes:,}", "body")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise ApiError(413, f"body of more than {max_bytes:,} bytes; at most {max_bytes:,}", "body")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody reads the answer; the log line says 400, not an unexpected error
+        raise ApiError(400, "the client closed the connection before the end of its body", "body") from None
     return b"".join(chunks)
 
 
