@@ -1,6 +1,7 @@
 """The web page in a real browser: Debian's headless Chromium, driven by selenium, loads the
 page of a running g2lstm-serve, translates a sentence with two models side by side, and
-shows the translations and the gate heatmaps.
+shows the translations and the gate heatmaps: per token the mean over the units and the
+shares of units below 0.1 and above 0.9, and a units x tokens picture of the layer.
 
 Skipped, loudly, where Chromium or chromedriver is missing; with
 G2LSTM_REQUIRE_BROWSER=1 (CI sets it) that is a failure instead."""
@@ -65,20 +66,40 @@ def test_the_page_translates_and_draws_the_gate_heatmaps(tmp_path_factory, tmp_p
                 assert result.find_element(By.CSS_SELECTOR, ".translation").text == expected
                 source = result.find_element(By.CSS_SELECTOR, "table.heatmap.source")
                 target = result.find_element(By.CSS_SELECTOR, "table.heatmap.target")
-                # one column per source token (4 words and </s>); rows: input, forget, both directions
+                # one column per source token (4 words and </s>); rows per gate and direction:
+                # the mean, the share of units below 0.1 and the share above 0.9
                 source_heads = [th.text for th in source.find_elements(By.CSS_SELECTOR, "thead th")][1:]
                 assert len(source_heads) == 5 and source_heads[-1] == "</s>"
                 assert [th.text for th in source.find_elements(By.CSS_SELECTOR, "tbody th")] == [
-                    "input", "forget", "input (reverse)", "forget (reverse)"]
+                    f"{gate}{direction}{share}" for direction in ("", " (reverse)") for gate in ("input", "forget")
+                    for share in ("", " < 0.1", " > 0.9")]
                 target_heads = [th.text for th in target.find_elements(By.CSS_SELECTOR, "thead th")][1:]
                 assert target_heads[0] == "<s>" and len(target_heads) == len(expected.split()) + 1
+                rows = target.find_elements(By.CSS_SELECTOR, "tbody tr")
+                assert [row.get_attribute("class") for row in rows] == ["mean", "share below", "share above"] * 2
+                values = [[float(cell.get_attribute("data-value")) for cell in row.find_elements(By.CSS_SELECTOR, "td")]
+                          for row in rows]
+                assert all(len(row) == len(target_heads) for row in values)
+                assert all(0 < v < 1 for row in (values[0], values[3]) for v in row)  # means
+                assert all(0 <= v <= 1 for row in values for v in row)
+                for below, above in ((values[1], values[2]), (values[4], values[5])):
+                    assert all(b + a <= 1 for b, a in zip(below, above))
                 cells = target.find_elements(By.CSS_SELECTOR, "tbody td")
-                assert len(cells) == 2 * len(target_heads)
-                values = [float(cell.get_attribute("data-value")) for cell in cells]
-                assert all(0 < v < 1 for v in values)
                 assert all(cell.value_of_css_property("background-color").startswith("rgb") for cell in cells)
+                for side, columns in (("source", 5), ("target", len(target_heads))):
+                    for gate in ("input", "forget"):
+                        canvas = result.find_element(By.CSS_SELECTOR, f"canvas.units.{side}.{gate}")
+                        assert canvas.get_attribute("data-units") == "64"  # H 64: every unit, sorted
+                        assert canvas.get_attribute("data-tokens") == str(columns)
+                        colours = driver.execute_script(
+                            "const c = arguments[0], d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+                            "const seen = new Set(); for (let k = 0; k < d.length; k += 4) seen.add(d[k] + ',' + "
+                            "d[k + 1] + ',' + d[k + 2] + ',' + d[k + 3]); return seen.size;", canvas)
+                        assert colours > 4  # units differ: not a blank or one-colour picture
             assert driver.find_element(By.ID, "status").text == ""
+            driver.set_window_size(1280, 1800)
             driver.save_screenshot(str(tmp_path / "page.png"))
             assert (tmp_path / "page.png").stat().st_size > 10_000
+            shutil.copyfile(tmp_path / "page.png", os.environ.get("G2LSTM_PAGE_SCREENSHOT", tmp_path / "copy.png"))
         finally:
             driver.quit()

@@ -1,5 +1,7 @@
 // The page: asks /v1/translate for the translation and the per-token gates of one or two
-// models, and draws the gates as heatmaps (one cell per token, darker = gate nearer 1).
+// models, and draws them: per token the mean over the units and the shares of units below
+// 0.1 and above 0.9 (a table, darker = nearer 1), and every unit at every token (a canvas,
+// units sorted by their mean, darker = gate nearer 1).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -63,8 +65,9 @@ function heatmap(title, tokens, rows, side) {
     head.append(th);
   }
   const body = table.createTBody();
-  for (const [label, values] of rows) {
+  for (const [label, values, kind] of rows) {
     const row = body.insertRow();
+    if (kind) row.className = kind;
     const th = document.createElement("th");
     th.textContent = label;
     row.append(th);
@@ -84,9 +87,45 @@ function gateRows(layers) {
   const rows = [];
   for (const [name, gates] of Object.entries(layers)) {
     const direction = name.endsWith(".reverse") ? " (reverse)" : "";
-    rows.push([`input${direction}`, gates.input], [`forget${direction}`, gates.forget]);
+    for (const gate of ["input", "forget"]) {
+      rows.push([`${gate}${direction}`, gates[gate], "mean"],
+                [`${gate}${direction} < 0.1`, gates[`${gate}_below`], "share below"],
+                [`${gate}${direction} > 0.9`, gates[`${gate}_above`], "share above"]);
+    }
   }
   return rows;
+}
+
+// One layer's gate, units x tokens: a row of pixels per unit (sorted by mean), a column per token.
+function unitCanvas(title, units, tokens, side, gate) {
+  const cell = { width: 24, height: units.length > 128 ? 1 : 2 };
+  const canvas = document.createElement("canvas");
+  canvas.width = tokens.length * cell.width;
+  canvas.height = units.length * cell.height;
+  canvas.className = `units ${side} ${gate}`;
+  canvas.dataset.units = units.length;
+  canvas.dataset.tokens = tokens.length;
+  canvas.title = `${title}: ${units.length} units (rows, sorted by mean) x ${tokens.length} tokens (columns)`;
+  const context = canvas.getContext("2d");
+  units.forEach((values, u) => values.forEach((value, t) => {
+    context.fillStyle = color(value);
+    context.fillRect(t * cell.width, u * cell.height, cell.width, cell.height);
+  }));
+  const figure = document.createElement("figure");
+  const caption = document.createElement("figcaption");
+  caption.textContent = `${gate} gate, every unit`;
+  figure.append(caption, canvas);
+  return figure;
+}
+
+function unitMaps(title, layers, tokens, side) {
+  const [name, gates] = Object.entries(layers)[0];  // the forward direction where there are two
+  const box = document.createElement("div");
+  box.className = `units ${side}`;
+  box.title = `${title} (${name})`;
+  box.append(unitCanvas(title, gates.input_units, tokens, side, "input"),
+             unitCanvas(title, gates.forget_units, tokens, side, "forget"));
+  return box;
 }
 
 function render(answer) {
@@ -101,13 +140,18 @@ function render(answer) {
   text.textContent = translation.text;
   section.append(heading, text);
   const gates = translation.gates;
+  const sourceTitle = `source: encoder layer ${gates.layer}`;
+  const targetTitle = `target: decoder layer ${gates.layer} (column = token read)`;
   section.append(
-    heatmap(`source: encoder layer ${gates.layer}`, gates.source.tokens, gateRows(gates.source.layers), "source"),
-    heatmap(`target: decoder layer ${gates.layer} (column = token read)`, gates.target.reads,
-            gateRows(gates.target.layers), "target"));
+    heatmap(sourceTitle, gates.source.tokens, gateRows(gates.source.layers), "source"),
+    unitMaps(sourceTitle, gates.source.layers, gates.source.tokens, "source"),
+    heatmap(targetTitle, gates.target.reads, gateRows(gates.target.layers), "target"),
+    unitMaps(targetTitle, gates.target.layers, gates.target.reads, "target"));
   const legend = document.createElement("p");
   legend.className = "legend";
-  legend.textContent = "Each cell: the mean gate over the layer's hidden units at that token (0 = closed, 1 = open).";
+  legend.textContent = "Tables: per token, the mean gate over the layer's hidden units, and the shares of units " +
+    "below 0.1 and above 0.9 (0 = closed, 1 = open). Pictures: every unit (a row each, sorted by its mean) at " +
+    "every token (a column each); dark = open.";
   section.append(legend);
   return section;
 }
