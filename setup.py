@@ -21,7 +21,7 @@ EXTRAS = {
     "tensorboard": ["tensorboardX>=2.6", "tensorboard>=2.14"],
     "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
     "quantize": ["torchao>=0.12"],
-    "test": ["pytest>=8", "httpx>=0.27", "selenium>=4.20", "libretranslatepy>=2.1"],
+    "test": ["pytest>=8", "httpx>=0.27", "selenium>=4.20", "libretranslatepy>=2.1", "deep-translator>=1.11.4"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 

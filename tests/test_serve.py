@@ -55,6 +55,15 @@ def test_a_libretranslate_client_works_unchanged(model, server):
         assert client.translate(sentence, source="de", target="en") == model["expected"][sentence]
 
 
+def test_deep_translators_libretranslate_client_works_unchanged(model, server):
+    """deep-translator's LibreTranslator POSTs its fields in the query string, with no body."""
+    from deep_translator import LibreTranslator
+
+    client = LibreTranslator(source="de", target="en", api_key="unused", custom_url=server.url + "/")
+    for sentence in SENTENCES[:3]:
+        assert client.translate(sentence) == model["expected"][sentence]
+
+
 def test_nbest_scores_and_alternatives(model, server):
     sentence = SENTENCES[1]
     with server.client() as client:
