@@ -182,6 +182,14 @@ def test_a_full_queue_is_503_with_retry_after_and_a_slow_request_times_out(model
             assert client.get("/health").status_code == 200
 
 
+def test_a_sentence_longer_than_the_token_budget_still_goes_alone(model):
+    sentence = SENTENCES[-1]  # 7 tokens with </s>
+    with running_server(model["folder"], "--max-batch-tokens", "4") as server, server.client() as client:
+        answer = client.post("/translate", json={"q": [sentence, SENTENCES[0]], "source": "de", "target": "en"})
+    assert answer.status_code == 200
+    assert answer.json() == {"translatedText": [model["expected"][sentence], model["expected"][SENTENCES[0]]]}
+
+
 def test_sigterm_drains_the_requests_in_flight(model):
     server = start_server(model["folder"], "--batch-wait-ms", "3000")
     results = []

@@ -1,6 +1,6 @@
 """The served model in-process (the Translator over the tiny model folder, behind the
 app): the output bound, the text preparation of model.json on every path, the hard-gates
-model loaded once, batches the batcher made, and the gates the page draws."""
+model loaded once, and the gates the page draws."""
 import json
 import logging
 import shutil
@@ -129,16 +129,6 @@ def test_the_hard_gates_model_is_loaded_once_with_the_same_weights(model, monkey
 
     assert [r.hypotheses[0].text for r in hard] == G2LSTMModel.from_pretrained(
         str(model["folder"]), gate_eval="hard").translate(SENTENCES)
-
-
-def test_a_sentence_longer_than_the_token_budget_still_goes_alone(model):
-    from fairseq_g2lstm.serve.translator import Translator
-
-    tight = Translator(model["folder"], max_batch_tokens=4)
-    with client_for(tight) as client:
-        answer = client.post("/translate", json={"q": SENTENCES[-1], "source": "de", "target": "en"})
-    assert answer.status_code == 200
-    assert answer.json()["translatedText"] == interactive(model["folder"], [SENTENCES[-1]])[0]
 
 
 def test_the_page_gets_per_token_saturation_and_the_units(translator):

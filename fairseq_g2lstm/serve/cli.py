@@ -159,8 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except OSError as error:
         return fail(f"cannot listen on {args.host}:{args.port} ({error.strerror or error})")
     try:
-        translators = [Translator(folder, model_id, max_batch_tokens=args.max_batch_tokens, max_len_a=args.max_len_a,
-                                  max_len_b=args.max_len_b)
+        translators = [Translator(folder, model_id, max_len_a=args.max_len_a, max_len_b=args.max_len_b)
                        for folder, model_id in zip(args.folders, model_ids(args.folders))]
     except ModelFolderError as error:
         sock.close()

@@ -64,8 +64,8 @@ class Translator:
     batcher's worker): ``encode`` turns a text into source ids, ``run_batch`` translates
     a batch of them, ``describe`` says what the model is."""
 
-    def __init__(self, folder, model_id: Optional[str] = None, max_batch_tokens: int = 4096,
-                 device: Optional[torch.device] = None, max_len_a: float = MAX_LEN_A, max_len_b: int = MAX_LEN_B):
+    def __init__(self, folder, model_id: Optional[str] = None, device: Optional[torch.device] = None,
+                 max_len_a: float = MAX_LEN_A, max_len_b: int = MAX_LEN_B):
         self.folder = Path(folder)
         self.manifest = verify_folder(self.folder)
         if self.manifest["kind"] != TRANSLATION:
@@ -74,7 +74,6 @@ class Translator:
         self.source = self.manifest["languages"]["source"]
         self.target = self.manifest["languages"]["target"]
         self.device = device or torch.device("cpu")
-        self.max_batch_tokens = max_batch_tokens
         self.max_len_a, self.max_len_b = max_len_a, max_len_b
         self.hub = self._load()
         # --gate-eval hard (every gate rounded to 0 or 1), the hub's documented override; loaded
