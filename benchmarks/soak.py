@@ -18,6 +18,7 @@ unless --sentences gives a file of them, one a line.
 import argparse
 import asyncio
 import json
+import logging
 import os
 import random
 import statistics
@@ -202,6 +203,7 @@ def markdown(result: Dict) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     opts = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, force=True)  # the HTTP client would log every request
     rng = random.Random(opts.seed)
     sentences = sentence_pool(opts.folder, opts.sentences, rng)
     manifest = json.loads((opts.folder / "model.json").read_text(encoding="utf-8"))
