@@ -277,18 +277,19 @@ def command(engine: Engine, checkpoint: Path, folder: Optional[Path], sentences:
         return [str(BIN / "fairseq-generate"), str(sentences.data_bin), "--user-dir", str(PLUGIN_DIR),
                 "--path", str(checkpoint), "--gen-subset", "test", "--source-lang", opts.src,
                 "--target-lang", opts.tgt, "--beam", str(BEAM), "--batch-size", str(opts.batch_size), "--cpu", *spm]
-    threads = ["--threads", str(opts.threads)] if translator_takes_threads() else []
+    usage = translator_usage()
+    threads = ["--threads", str(opts.threads)] if "--threads" in usage else []  # ORT ignores OMP_NUM_THREADS
+    quiet = ["--no-progress"] if "--no-progress" in usage else []
     return [sys.executable, "-m", TRANSLATE_MODULE, str(folder), "--engine", engine.translate,
-            "--input", str(sentences.source_file), "--beam", str(BEAM), "--batch-size", str(opts.batch_size), *threads]
+            "--input", str(sentences.source_file), "--beam", str(BEAM), "--batch-size", str(opts.batch_size),
+            *threads, *quiet]
 
 
 @functools.lru_cache(maxsize=None)
-def translator_takes_threads() -> bool:
-    """Whether ``g2lstm-translate`` sets its threads itself (ONNX Runtime does not read
-    OMP_NUM_THREADS)."""
-    usage = subprocess.run([sys.executable, "-m", TRANSLATE_MODULE, "--help"], capture_output=True, text=True,
-                           cwd=REPO).stdout
-    return "--threads" in usage
+def translator_usage() -> str:
+    """``g2lstm-translate --help``: which of its optional flags this checkout has."""
+    return subprocess.run([sys.executable, "-m", TRANSLATE_MODULE, "--help"], capture_output=True, text=True,
+                          cwd=REPO).stdout
 
 
 def hypotheses(engine: Engine, lines: List[str], count: int) -> Tuple[List[str], Optional[int]]:
@@ -347,7 +348,7 @@ def prepare(opts, root: Path) -> Tuple[List[Contender], Dict[str, str]]:
         folders = {}
         for model, checkpoint in opts.models.items():
             if why is None and engine.export is not None:
-                key = (model, engine.export)  # engines that read the same folder share one export
+                key = (checkpoint, engine.export)  # the same folder is exported once
                 if key not in exported:
                     exported[key] = export_folder(checkpoint, engine, opts, root / "folders" / model / engine.name)
                 folders[model], why = exported[key]

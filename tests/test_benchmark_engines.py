@@ -42,7 +42,7 @@ def run(model, tmp_path_factory):
                            "--model", f"a={model['checkpoint']}", "--model", f"b={model['checkpoint']}",
                            "--rounds", "1", "--threads", "1", "--limit", str(LIMIT), "--sets", "test",
                            "--batch-size", "5", "--workdir", str(tmp / "work"), "--json", str(out)],
-                          capture_output=True, text=True, cwd=REPO, timeout=600)
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout, json.loads(out.read_text())
 
