@@ -21,7 +21,7 @@ Per model, engine and set, over ``--rounds`` rounds:
 * ``x fairseq``: the ratio of ``sent/s`` to fairseq-generate's on the same model and set,
   with its range over the rounds, or "not established" (see ``benchmarks/record.py``);
 * BLEU, and the share of hypotheses identical to fairseq-generate's;
-* peak RSS of the process (``wait4``'s ``ru_maxrss``), and the size of the files the
+* peak RSS of the process (``VmHWM``, see ``benchmarks/peak_rss.py``), and the size of the files the
   engine reads (the checkpoint and dictionaries; or the model folder, without the
   checkpoint for an ONNX engine and without the graphs for torch);
 * ``start-up s``: from the process start to its first translation, translating one sentence.
@@ -64,6 +64,7 @@ TRANSLATE_MODULE = "g2lstm_runtime.translate"
 BEAM = 5
 BASELINE = "fairseq-generate"
 SPM_NAMES = ("spm.model", "sentencepiece.bpe.model")
+LAUNCHER = [sys.executable, str(REPO / "benchmarks" / "peak_rss.py")]  # + OUT_FILE MODULE ARGS
 
 
 @dataclass(frozen=True)
@@ -272,15 +273,17 @@ def child_env(opts) -> Dict[str, str]:
 
 
 def command(engine: Engine, checkpoint: Path, folder: Optional[Path], sentences: SentenceSet, opts) -> List[str]:
+    """The engine's command line: its module (fairseq-generate's is fairseq_cli.generate)
+    and arguments, run by :data:`LAUNCHER`, which reports the peak RSS."""
     if engine.translate is None:
         spm = ["--post-process", "sentencepiece"] if sentencepiece_model(opts.data) else []
-        return [str(BIN / "fairseq-generate"), str(sentences.data_bin), "--user-dir", str(PLUGIN_DIR),
+        return ["fairseq_cli.generate", str(sentences.data_bin), "--user-dir", str(PLUGIN_DIR),
                 "--path", str(checkpoint), "--gen-subset", "test", "--source-lang", opts.src,
                 "--target-lang", opts.tgt, "--beam", str(BEAM), "--batch-size", str(opts.batch_size), "--cpu", *spm]
     usage = translator_usage()
     threads = ["--threads", str(opts.threads)] if "--threads" in usage else []  # ORT ignores OMP_NUM_THREADS
     quiet = ["--no-progress"] if "--no-progress" in usage else []
-    return [sys.executable, "-m", TRANSLATE_MODULE, str(folder), "--engine", engine.translate,
+    return [TRANSLATE_MODULE, str(folder), "--engine", engine.translate,
             "--input", str(sentences.source_file), "--beam", str(BEAM), "--batch-size", str(opts.batch_size),
             *threads, *quiet]
 
@@ -307,26 +310,27 @@ def hypotheses(engine: Engine, lines: List[str], count: int) -> Tuple[List[str],
 
 
 def run_once(cmd: List[str], engine: Engine, count: int, opts) -> dict:
-    """Run ``cmd``; its wall time, when its first translation appeared, its peak RSS and
-    its hypotheses."""
-    with tempfile.TemporaryFile("w+") as stderr:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, text=True,
-                                cwd=REPO, env=child_env(opts))
-        lines, arrivals = [], []
-        for line in proc.stdout:
-            arrivals.append(time.perf_counter() - start)
-            lines.append(line.rstrip("\n"))
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped above
+    """Run module and arguments ``cmd`` in a new process; its wall time, when its first
+    translation appeared, its peak RSS and its hypotheses."""
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file, stderr_file = Path(tmp) / "peak", Path(tmp) / "stderr"
+        with open(stderr_file, "w") as stderr:
+            start = time.perf_counter()
+            proc = subprocess.Popen([*LAUNCHER, str(peak_file), *cmd], stdout=subprocess.PIPE, stderr=stderr,
+                                    stdin=subprocess.DEVNULL, text=True, cwd=REPO, env=child_env(opts))
+            lines, arrivals = [], []
+            for line in proc.stdout:
+                arrivals.append(time.perf_counter() - start)
+                lines.append(line.rstrip("\n"))
+            proc.wait()
+            wall = time.perf_counter() - start
         if proc.returncode != 0:
-            stderr.seek(0)
-            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr.read()[-4000:]}")
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr_file.read_text()[-4000:]}")
+        peak_mb = float(peak_file.read_text())
     hyps, first = hypotheses(engine, lines, count)
     if len(hyps) != count or first is None:
         raise RuntimeError(f"{' '.join(cmd)} wrote {len(lines)} lines for {count} sentences")
-    return {"wall_s": wall, "first_translation_s": arrivals[first], "peak_rss_mb": usage.ru_maxrss / 1024,
+    return {"wall_s": wall, "first_translation_s": arrivals[first], "peak_rss_mb": peak_mb,
             "hypotheses": hyps}
 
 
@@ -418,7 +422,7 @@ def compare_to_baseline(rows: List[dict]) -> None:
 
 
 def run_benchmark(opts, argv: Sequence[str]) -> dict:
-    load_before = load_1min()
+    load_before, commit = load_1min(), git_label(REPO)  # the code that runs, before anything can change it
     opts.src, opts.tgt = languages(opts.data)
     with contextlib.ExitStack() as stack:
         root = opts.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="g2lstm-engines-")))
@@ -431,7 +435,6 @@ def run_benchmark(opts, argv: Sequence[str]) -> dict:
     compare_to_baseline(rows)
     for r in rows:
         del r["hypotheses"]  # compared above; the digest stays
-    commit = git_label(REPO)
     return {
         "setup": {
             "command": "python benchmarks/engines.py " + " ".join(argv), "data": str(opts.data),

@@ -50,7 +50,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import shlex
 import shutil
 import subprocess
@@ -67,6 +66,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.common import QUICK_CORPUS, SRC, TGT, CorpusSpec, publish, synthetic_data_bin  # noqa: E402
+from benchmarks.peak_rss import peak_rss_mb  # noqa: E402
 from benchmarks.record import (format_machine, format_ratio, format_summary, git_label, load_1min,  # noqa: E402
                                machine_record, ratio, summarize)
 
@@ -223,11 +223,6 @@ def current_rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def peak_rss_mb() -> float:
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
-
-
 class PeakSampler:
     """Samples the RSS every few ms in a thread: the peak of one phase (ru_maxrss is
     the whole process's peak and never goes down)."""
@@ -357,7 +352,7 @@ def measure_model(name: str, opts) -> dict:
     return {
         "model": name, "params": params, "train_tokens_per_s": train_tps, "gen_sentences_per_s": gen_sps,
         "base_mb": base_mb, "train_peak_mb": train_peak_mb, "gen_peak_mb": gen_peak_mb,
-        # CPU: the kernel's exact peak RSS of this process (meaningful in a fresh process only)
+        # CPU: the peak RSS of this process image (meaningful in a fresh process only)
         "process_peak_mb": max(train_peak_mb, gen_peak_mb) if cuda else peak_rss_mb(),
         "train_batches": len(timed), "train_tokens_per_pass": tokens, "train_fingerprint": batch_fingerprint(batches),
         "gen_sentences": sentences, "gen_batches": len(gen_batches), "gen_length": gen_length,
@@ -553,7 +548,7 @@ def run_benchmark(opts, argv: Sequence[str]) -> dict:
     interleaved rounds, and again beside a competitor with ``--contention``."""
     import torch
 
-    load_before = load_1min()
+    load_before, commit = load_1min(), git_commit()  # the code that runs, before anything can change it
     opts.data = prepare_data(opts)
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         compared = checkouts(opts.compare, stack)
@@ -567,7 +562,6 @@ def run_benchmark(opts, argv: Sequence[str]) -> dict:
     add_ratios(models)
     first = runs[rows[0].row][0]
     loads = [x for rs in runs.values() for r in rs for x in r["loadavg_1min"]]
-    commit = git_commit()
     return {
         "setup": {
             "device": opts.device if opts.device == "cpu" else torch.cuda.get_device_name(),
@@ -597,7 +591,7 @@ def memory_note(opts) -> str:
     if opts.device == "cuda":
         return "torch.cuda.max_memory_allocated"
     if opts.isolation == "process":
-        return "peak RSS (ru_maxrss) of a fresh process per model"
+        return "peak RSS (VmHWM) of a fresh process per model"
     return "RSS sampled every 2 ms, all models in one process (not isolated)"
 
 
@@ -648,7 +642,8 @@ def format_table(results: dict) -> str:
               f"other's fastest, and a range that includes 1 (or a single pass) is not established; "
               f"memory: {s['memory']}; 1-minute load in the children {s['loadavg_1min'][0]:.1f}-{s['loadavg_1min'][1]:.1f}."]
     if s.get("compare"):
-        lines.append("Compared: " + "; ".join(f"{c['label']} ({c['ref']})" for c in s["compare"]) + ".")
+        lines.append("Compared: " + "; ".join(c["label"] + ("" if c["ref"] == c["label"] else f" ({c['ref']})")
+                                              for c in s["compare"]) + ".")
     if s.get("contention"):
         lines.append(f"Contention: the same rounds again, each child beside `{s['competitor']}`; "
                      "slowdown = speed beside it / speed alone.")
