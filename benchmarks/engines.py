@@ -15,9 +15,11 @@ binarized. Hypotheses are scored with sacrebleu against the decoded test targets
 
 Per model, engine and set, over ``--rounds`` rounds:
 
-* ``sent/s``: sentences over the run's wall time less that round's start-up time, i.e.
-  the translation rate once the engine is loaded; ``end-to-end``: sentences over the whole
-  run's wall time, as a user translating a file sees it;
+* ``sent/s``: the translation rate once the engine is loaded: the sentences beyond the
+  first over the run's wall time less that of the same round's one-sentence run (imports,
+  loading and teardown are in both); rounds where the difference is not positive (a set
+  too small for the noise) are left out; ``end-to-end``: sentences over the whole run's
+  wall time, as a user translating a file sees it;
 * ``x fairseq``: the ratio of ``sent/s`` to fairseq-generate's on the same model and set,
   with its range over the rounds, or "not established" (see ``benchmarks/record.py``);
 * BLEU, and the share of hypotheses identical to fairseq-generate's;
@@ -392,8 +394,9 @@ def digest(hyps: List[str]) -> str:
 def summarize_row(c: Contender, s: SentenceSet, runs: List[dict], startups: List[dict], opts) -> dict:
     """One table row: (model, engine, set) over its rounds."""
     n = len(s.sources)
-    net = [n / (run["wall_s"] - up["first_translation_s"]) for run, up in zip(runs, startups)
-           if run["wall_s"] > up["first_translation_s"]]
+    # the cost of n - 1 more sentences: start-up and teardown are in both processes' walls
+    net = [(n - 1) / (run["wall_s"] - up["wall_s"]) for run, up in zip(runs, startups)
+           if n > 1 and run["wall_s"] > up["wall_s"]]
     files = engine_files(c.engine, c.checkpoint, c.folder, opts)
     hyps = runs[0]["hypotheses"]
     return {
@@ -465,7 +468,8 @@ def format_table(results: dict) -> str:
         ]) + " |")
     lines += ["", f"{format_machine(s['machine'])}. Beam {s['beam']}, batches of {s['batch_size']} sentences, "
               f"{s['rounds']} rounds, each engine in its own process; long = {s['join']} test sentences as one. "
-              "sent/s: sentences over the run's time less that round's start-up time; median (-below/+above it: "
+              "sent/s: the sentences beyond the first over the run's wall time less that of the same round's "
+              "one-sentence run; median (-below/+above it: "
               "the slowest and fastest round); x fairseq: against fairseq-generate on the same model and set, with "
               "its range over the rounds, not established where that range includes 1."]
     lines += [f"Skipped {name}: {why}." for name, why in s["skipped"].items()]
