@@ -4,7 +4,8 @@ ignores), every anchor to a heading; the docs index lists every page; the README
 front door and docs/ a reference of bounded size; the pages speak only of the project; every
 training command shown with an optimiser is the recommended recipe for its scale, as the code
 states it; every `g2lstm-*` command named is a console script of setup.py, and every flag shown
-after one is in its `--help`; and every fenced Python example compiles."""
+after one is in its `--help`; and every fenced Python example compiles and calls the
+project's functions with arguments their signatures accept."""
 import ast
 import functools
 import importlib
@@ -134,8 +135,9 @@ def call_mismatches(source: str) -> List[str]:
             for alias in node.names:
                 imported[alias.asname or alias.name] = f"{node.module}.{alias.name}"
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Call) or any(isinstance(arg, ast.Starred) for arg in node.args):
-            continue
+        if not isinstance(node, ast.Call) or any(isinstance(arg, ast.Starred) for arg in node.args) \
+                or any(keyword.arg is None for keyword in node.keywords):
+            continue  # *args or **kwargs: the count is not known
         function, path = node.func, []
         while isinstance(function, ast.Attribute):
             path.insert(0, function.attr)
