@@ -3,7 +3,8 @@
 #   1. a German->English corpus from the machine's gettext catalogs (no download);
 #   2. joint sentencepiece BPE + fairseq-preprocess;
 #   3. fairseq-train --arch g2lstm_iwslt for a fixed number of updates (DEMO_MAX_UPDATE),
-#      seeded, so that every machine trains the same model and prints the same BLEU;
+#      seeded; the corpus, and so the BLEU, depends on the catalogs the machine has, so the
+#      demo prints the corpus's fingerprint beside the BLEU (docs/results.md#the-demo);
 #   4. fairseq-generate on the test split: beam 5, sacreBLEU;
 #   5. fairseq-interactive on a few sentences.
 # Everything lands in demo/ (DEMO_DIR). Run it through `make demo`, which installs first.
@@ -25,6 +26,8 @@ stage() { printf '\n== [%3ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 
 stage "1/5 building the gettext corpus"
 python -m fairseq_g2lstm.data.gettext_corpus --out "$DEMO_DIR/corpus" --force
+FINGERPRINT=$(python -m fairseq_g2lstm.data.fingerprint "$DEMO_DIR/corpus")
+echo "| $FINGERPRINT"
 
 stage "2/5 sentencepiece + fairseq-preprocess"
 python -m fairseq_g2lstm.data.prepare_parallel -s de -t en \
@@ -49,7 +52,7 @@ print(torch.load(sys.argv[1], map_location='cpu', weights_only=False)['optimizer
 EARLY=""
 if [ "$UPDATES" -lt "$MAX_UPDATE" ]; then
     EARLY="WARNING: training hit the ${LIMIT_MINUTES}-minute safety stop after $UPDATES of $MAX_UPDATE updates (busy machine?);
-WARNING: the model is not the reference one and its BLEU is lower (docs/demo.md)."
+WARNING: the model is not the reference one and its BLEU is lower (docs/results.md#the-demo)."
     printf '\n%s\n' "$EARLY"
 fi
 
@@ -71,6 +74,7 @@ paste -d '\t' <(printf '%s\n' "${SENTENCES[@]}") - | sed 's/\t/  ->  /'
 
 stage "done"
 echo "$BLEU ($UPDATES of $MAX_UPDATE updates)"
+echo "$FINGERPRINT (compare: docs/results.md#the-demo)"
 [ -z "$EARLY" ] || echo "$EARLY"
 echo "demo wall time: $(( $(date +%s) - start )) s (outputs in $DEMO_DIR/)"
 echo
