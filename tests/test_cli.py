@@ -111,7 +111,7 @@ def test_hard_gates_on_an_existing_checkpoint_through_model_overrides(toy_data, 
     its scores differ from soft evaluation."""
     import fairseq_g2lstm  # noqa: F401
     from fairseq import checkpoint_utils
-    from fairseq_g2lstm.gate_stats import GateTallies
+    from fairseq_g2lstm.rnn import GateTallies
 
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(toy_checkpoint)], arg_overrides={"data": str(toy_data / "bin"), "gate_eval": "hard"})

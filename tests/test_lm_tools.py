@@ -62,6 +62,29 @@ def test_packed_compressed_lm_loads_in_eval_lm_with_the_compressed_weights(lm, t
     assert re.search(r"Perplexity: [\d.]+", proc.stdout + proc.stderr)
 
 
+def test_an_int8_exported_language_model_is_quantized_when_its_folder_loads(lm, tmp_path):
+    """g2lstm-export --quantize int8 on a language model: recorded in model.json, and
+    applied when the folder loads (the projection's weights are int8, the LSTM's rounded),
+    with scores close to the float folder's."""
+    from torchao.quantization import Int8Tensor
+
+    from fairseq_g2lstm.export.writer import ExportOptions, export_model
+    from fairseq_g2lstm.models import G2LSTMLanguageModel
+
+    data, checkpoint = lm
+    assert export_model(checkpoint, data, tmp_path / "int8", ExportOptions(quantize="int8"))["quantize"] == "int8"
+    export_model(checkpoint, data, tmp_path / "fp32", ExportOptions())
+    int8, fp32 = (G2LSTMLanguageModel.from_pretrained(str(tmp_path / name)) for name in ("int8", "fp32"))
+    decoders = int8.models[0].decoder, fp32.models[0].decoder
+    assert isinstance(decoders[0].additional_fc.weight, Int8Tensor)
+    assert not isinstance(decoders[1].additional_fc.weight, Int8Tensor)
+    assert not torch.equal(decoders[0].lstm.weight_hh_l0, decoders[1].lstm.weight_hh_l0)
+    text = "the company said N shares"
+    scores = [hub.score(text)["positional_scores"] for hub in (int8, fp32)]
+    assert scores[0].shape == scores[1].shape and not torch.equal(*scores)
+    assert (scores[0] - scores[1]).abs().max() < 0.1
+
+
 def test_sweep_scores_perplexity_through_eval_lm(lm, tmp_path, capsys):
     data, checkpoint = lm
     status = sweep_main([str(data), str(checkpoint), "--labels", "g2", "--step", "0.05", "--clip", "0.2",
