@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny generated translation corpus, its data-bin, a tiny model
-factory and a briefly trained checkpoint. Nothing is downloaded."""
+factory, briefly trained translation checkpoints and a language model. Nothing is
+downloaded; each trained fixture is built once per session."""
 import argparse
 import json
 import os
@@ -93,6 +94,19 @@ def reversal_model(tmp_path_factory):
         "--max-update", "150", "--max-tokens", "2000", "--optimizer", "adam", "--lr", "0.005", "--cpu",
         "--disable-validation", "--save-dir", folder / "ckpt", "--no-epoch-checkpoints", "--seed", "1")
     return folder, folder / "ckpt" / "checkpoint_last.pt"
+
+
+@pytest.fixture(scope="session")
+def trained_lm(tmp_path_factory):
+    """(data-bin, its folder, checkpoint, training log) of a tiny g2lstm_lm (lm_fixtures)
+    trained 200 updates on the PTB-format corpus, logging every 10: the language-model
+    tests and tools share it."""
+    from lm_fixtures import prepare_ptb, train_lm
+
+    folder = tmp_path_factory.mktemp("ptb")
+    data = prepare_ptb(folder)
+    proc = train_lm(data, folder / "ckpt", "--log-interval", "10")
+    return data, folder, folder / "ckpt" / "checkpoint_last.pt", proc.stdout + proc.stderr
 
 
 NOISE_SPY = """

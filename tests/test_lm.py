@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from fairseq.sequence_generator import SequenceGenerator
 
 from conftest import USER_DIR, cli
-from lm_fixtures import LM_DIMS, LM_TRAIN, build_lm, prepare_ptb, train_lm
+from lm_fixtures import LM_DIMS, LM_TRAIN, build_lm, train_lm
 
 
 @pytest.fixture
@@ -143,13 +143,10 @@ def test_ptb_arch_has_the_papers_sizes(lm_factory):
 
 
 # --- through the command-line tools ------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ptb(tmp_path_factory):
+@pytest.fixture
+def ptb(trained_lm):
     """(data-bin of the PTB-format corpus, its folder, a tiny g2lstm_lm trained 200 updates, its log)."""
-    folder = tmp_path_factory.mktemp("ptb")
-    data = prepare_ptb(folder)
-    proc = train_lm(data, folder / "ckpt", "--log-interval", "10")
-    return data, folder, folder / "ckpt" / "checkpoint_last.pt", proc.stdout + proc.stderr
+    return trained_lm
 
 
 def untrained_copy(checkpoint, target):

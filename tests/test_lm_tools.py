@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from conftest import USER_DIR, cli
-from lm_fixtures import prepare_ptb, train_lm
 
 import fairseq_g2lstm  # noqa: F401  (registers the models; lets torch.load read fairseq checkpoints)
 from fairseq_g2lstm.checkpoints.io import load_checkpoint
@@ -23,13 +22,11 @@ from fairseq_g2lstm.gates import gate_slice
 HIDDEN, LAYERS = 24, 2  # lm_fixtures.LM_DIMS
 
 
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory):
+@pytest.fixture
+def lm(trained_lm):
     """(data-bin, checkpoint) of a tiny g2lstm_lm trained 200 updates on the PTB-format corpus."""
-    folder = tmp_path_factory.mktemp("lmtools")
-    data = prepare_ptb(folder)
-    train_lm(data, folder / "ckpt")
-    return data, folder / "ckpt" / "checkpoint_last.pt"
+    data, _, checkpoint, _ = trained_lm
+    return data, checkpoint
 
 
 @pytest.mark.parametrize("scope, kinds", [("recurrent", ["hh"]), ("all", ["ih", "hh"])])
