@@ -33,6 +33,21 @@ def cli(name: str, *args, check=True, input=None, cwd=REPO) -> subprocess.Comple
     return proc
 
 
+def train_argument_error(monkeypatch, capsys, *args) -> str:
+    """What fairseq-train prints on stderr when it refuses ``args`` while parsing them.
+
+    Parsed in this process, as fairseq-train's ``cli_main`` parses them first (before it
+    reads any data), which spares the seconds of a process launch per case; fails unless
+    the parser exits with status 2."""
+    from fairseq import options
+
+    monkeypatch.setattr(sys, "argv", ["fairseq-train", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        options.parse_args_and_arch(options.get_training_parser())
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
 def write_toy_corpus(folder: Path, sizes=(("train", 300), ("valid", 30), ("test", 20)), seed=0):
     """A learnable toy task: the target is the reversed, upper-cased source."""
     words = [f"w{i}" for i in range(30)]

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY_DIMS, USER_DIR, cli, train_with_noise_spy
+from conftest import REPO, TINY_DIMS, USER_DIR, cli, train_argument_error, train_with_noise_spy
 
 
 def generate_lines(proc: subprocess.CompletedProcess, kind: str):
@@ -183,13 +183,13 @@ def test_importing_the_plugin_and_passing_user_dir_does_not_register_twice(toy_d
     ("--gate-temperature", "-1", "--gate-temperature must be > 0; got -1.0"),
     ("--attention-type", "dot", "invalid choice: 'dot'"),
 ])
-def test_bad_flag_values_exit_with_one_clear_message(toy_data, tmp_path, flag, value, message):
-    proc = cli("fairseq-train", toy_data / "bin", "--user-dir", USER_DIR, "--arch", "g2lstm_iwslt",
-               "--max-update", "1", "--cpu", "--save-dir", tmp_path, flag, value, check=False)
-    assert proc.returncode != 0
-    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+def test_bad_flag_values_exit_with_one_clear_message(toy_data, tmp_path, monkeypatch, capsys, flag, value, message):
+    stderr = train_argument_error(monkeypatch, capsys, toy_data / "bin", "--user-dir", USER_DIR, "--arch",
+                                  "g2lstm_iwslt", "--max-update", "1", "--cpu", "--save-dir", tmp_path, flag, value)
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], stderr[-2000:]
+    assert "Traceback" not in stderr
+
 
 
 def scalar_tags(folder) -> set:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from fairseq.sequence_generator import SequenceGenerator
 
-from conftest import USER_DIR, cli
+from conftest import USER_DIR, cli, train_argument_error
 from lm_fixtures import LM_DIMS, LM_TRAIN, build_lm, train_lm
 
 
@@ -265,11 +265,10 @@ def test_generate_and_interactive_continue_a_prompt(ptb):
     ("--gate-noise-prob", "2", "--gate-noise-prob must be in [0, 1]; got 2.0"),
     ("--gate-mode", "foo", "invalid choice: 'foo'"),
 ])
-def test_bad_flag_values_exit_with_one_clear_message(ptb, tmp_path, flag, value, message):
+def test_bad_flag_values_exit_with_one_clear_message(ptb, tmp_path, monkeypatch, capsys, flag, value, message):
     data, *_ = ptb
-    proc = cli("fairseq-train", data, "--user-dir", USER_DIR, "--arch", "g2lstm_lm", *LM_DIMS, *LM_TRAIN,
-               "--max-update", "1", "--save-dir", tmp_path, flag, value, check=False)
-    assert proc.returncode != 0
-    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    stderr = train_argument_error(monkeypatch, capsys, data, "--user-dir", USER_DIR, "--arch", "g2lstm_lm", *LM_DIMS,
+                                  *LM_TRAIN, "--max-update", "1", "--save-dir", tmp_path, flag, value)
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], stderr[-2000:]
+    assert "Traceback" not in stderr
