@@ -29,10 +29,16 @@ def bleu(proc: subprocess.CompletedProcess) -> float:
     return float(re.search(r"BLEU = ([\d.]+)", proc.stdout.splitlines()[-1]).group(1))
 
 
-def test_generate_translates_the_reversal_task_with_reversed_alignments(reversal_model):
+@pytest.fixture(scope="module")
+def reversal_generated(reversal_model):
+    """fairseq-generate on the reversal model's test set: beam 5, alignments, sacrebleu."""
     folder, checkpoint = reversal_model
-    proc = cli("fairseq-generate", folder / "bin", "--user-dir", USER_DIR, "--path", checkpoint, "--beam", "5",
+    return cli("fairseq-generate", folder / "bin", "--user-dir", USER_DIR, "--path", checkpoint, "--beam", "5",
                "--cpu", "--print-alignment", "--scoring", "sacrebleu", "--max-tokens", "2000")
+
+
+def test_generate_translates_the_reversal_task_with_reversed_alignments(reversal_generated):
+    proc = reversal_generated
     sources, hypotheses, alignments = (generate_lines(proc, k) for k in ("S", "H", "A"))
     assert len(hypotheses) == 40  # every test sentence
     assert bleu(proc) > 60, proc.stdout.splitlines()[-1]
@@ -47,16 +53,14 @@ def test_generate_translates_the_reversal_task_with_reversed_alignments(reversal
     assert links >= 3 * len(sources) and on_anti_diagonal >= 0.8 * links
 
 
-def test_interactive_gives_generates_translations(reversal_model):
+def test_interactive_gives_generates_translations(reversal_model, reversal_generated):
     folder, checkpoint = reversal_model
     sources = (folder / "test.de").read_text().splitlines()[:10]
     proc = cli("fairseq-interactive", folder / "bin", "--user-dir", USER_DIR, "--path", checkpoint, "--cpu",
                "--beam", "5", "--source-lang", "de", "--target-lang", "en", input="\n".join(sources) + "\n")
     interactive = {int(line.split("\t")[0][2:]): line.split("\t")[2]
                    for line in proc.stdout.splitlines() if line.startswith("H-")}
-    generated = cli("fairseq-generate", folder / "bin", "--user-dir", USER_DIR, "--path", checkpoint, "--beam", "5",
-                    "--cpu", "--max-tokens", "2000")
-    generated_sources, generated_hypotheses = generate_lines(generated, "S"), generate_lines(generated, "H")
+    generated_sources, generated_hypotheses = (generate_lines(reversal_generated, k) for k in ("S", "H"))
     by_source = {generated_sources[i][0]: generated_hypotheses[i][1] for i in generated_sources}
     assert [interactive[i] for i in range(10)] == [by_source[s] for s in sources]
     correct = sum(interactive[i] == " ".join(reversed(s.split())) for i, s in enumerate(sources))
@@ -189,7 +193,6 @@ def test_bad_flag_values_exit_with_one_clear_message(toy_data, tmp_path, monkeyp
     errors = [line for line in stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and message in errors[0], stderr[-2000:]
     assert "Traceback" not in stderr
-
 
 
 def scalar_tags(folder) -> set:
