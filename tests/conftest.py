@@ -28,32 +28,9 @@ def cli(name: str, *args, check=True, input=None, cwd=REPO) -> subprocess.Comple
     """Run a fairseq console script of this environment; raise with its output on failure."""
     proc = subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True,
                           input=input, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if check:
-        check_exit(name, proc)
-    return proc
-
-
-def check_exit(name: str, proc: subprocess.CompletedProcess) -> None:
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-
-
-def cli_concurrently(*commands, check=True, cwd=REPO, inputs=()):
-    """Run several console scripts at once, as :func:`cli` runs one: ``commands`` are
-    ``(name, *args)`` tuples, ``inputs`` the stdin text of the first ones; returns their
-    CompletedProcesses in order. Each process is single-threaded (OMP_NUM_THREADS=1), so on
-    a machine with several cores they overlap, where one after the other each would wait
-    for the others' imports and model loads."""
-    procs = [subprocess.Popen([str(BIN / name), *map(str, args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"})
-             for name, *args in commands]
-    done = []
-    for index, ((name, *_), proc) in enumerate(zip(commands, procs)):
-        out, err = proc.communicate(inputs[index] if index < len(inputs) else None)
-        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-        if check:
-            check_exit(name, done[-1])
-    return done
+    return proc
 
 
 def train_argument_error(monkeypatch, capsys, *args) -> str:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from fairseq.sequence_generator import SequenceGenerator
 
-from conftest import USER_DIR, cli, cli_concurrently, train_argument_error
+from conftest import USER_DIR, cli, train_argument_error
 from lm_fixtures import LM_DIMS, LM_TRAIN, build_lm, train_lm
 
 
@@ -246,15 +246,14 @@ def test_generate_and_interactive_continue_a_prompt(ptb):
     data, _, checkpoint, _ = ptb
     common = [data, "--user-dir", USER_DIR, "--task", "language_modeling", "--path", checkpoint, "--cpu",
               "--max-len-b", "20"]  # fairseq's limit includes the prompt; the longest test line has 12 words
-    interactive, generated = cli_concurrently(
-        ("fairseq-interactive", *common, "--beam", "3"),
-        ("fairseq-generate", *common, "--gen-subset", "test", "--sample-break-mode", "eos", "--beam", "3",
-         "--max-sentences", "4"), inputs=["the company\ninvestors sold\n"])
+    generated = cli("fairseq-generate", *common, "--gen-subset", "test", "--sample-break-mode", "eos",
+                    "--beam", "3", "--max-sentences", "4")
     sources = dict(re.findall(r"^S-(\d+)\t(.*)$", generated.stdout, re.M))
     hypotheses = dict(re.findall(r"^H-(\d+)\t\S+\t(.*)$", generated.stdout, re.M))
     assert len(sources) == 60 and set(hypotheses) == set(sources)
     assert all(hypotheses[i].startswith(sources[i]) for i in sources)  # the line is the prompt
     assert sum(len(hypotheses[i]) > len(sources[i]) for i in sources) > 10  # and some are continued
+    interactive = cli("fairseq-interactive", *common, "--beam", "3", input="the company\ninvestors sold\n")
     hypotheses = re.findall(r"^H-(\d+)\t\S+\t(.*)$", interactive.stdout, re.M)
     assert [h[0] for h in hypotheses] == ["0", "1"]
     assert hypotheses[0][1].startswith("the company") and hypotheses[1][1].startswith("investors sold")

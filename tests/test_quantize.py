@@ -15,7 +15,7 @@ from torchao.quantization import Int8Tensor, PerRow
 from fairseq_g2lstm.models.loading import QUANTIZE_CHOICES, check_quantize
 from fairseq_g2lstm.quantize import quantize_model, rounded_weights
 
-from conftest import TINY_DIMS, USER_DIR, cli, cli_concurrently
+from conftest import TINY_DIMS, USER_DIR, cli
 from test_cli import generate_lines
 
 
@@ -114,11 +114,11 @@ def test_bad_value_is_a_one_line_error(model_factory):
 
 
 def test_model_overrides_quantize_a_checkpoint_in_fairseq_generate(toy_data, toy_checkpoint):
-    generate = ("fairseq-generate", toy_data / "bin", "--user-dir", USER_DIR, "--path", toy_checkpoint,
-                "--beam", "5", "--cpu", "--max-tokens", "2000")
-    fp32, int8, bad = cli_concurrently(generate, (*generate, "--model-overrides", "{'quantize': 'int8'}"),
-                                       (*generate, "--model-overrides", "{'quantize': 'int9'}"), check=False)
-    assert fp32.returncode == int8.returncode == 0, fp32.stderr[-2000:] + int8.stderr[-2000:]
+    def generate(*extra, check=True):
+        return cli("fairseq-generate", toy_data / "bin", "--user-dir", USER_DIR, "--path", toy_checkpoint,
+                   "--beam", "5", "--cpu", "--max-tokens", "2000", *extra, check=check)
+
+    fp32, int8 = generate(), generate("--model-overrides", "{'quantize': 'int8'}")
     fp32_hypos, int8_hypos = generate_lines(fp32, "H"), generate_lines(int8, "H")
     assert len(int8_hypos) == len(fp32_hypos) == 20  # every test sentence translated
     same = [i for i in fp32_hypos if fp32_hypos[i][1] == int8_hypos[i][1]]
@@ -127,6 +127,7 @@ def test_model_overrides_quantize_a_checkpoint_in_fairseq_generate(toy_data, toy
         assert abs(float(fp32_hypos[i][0]) - float(int8_hypos[i][0])) < 0.1
     assert any(fp32_hypos[i][0] != int8_hypos[i][0] for i in same), "--model-overrides did not reach the model"
 
+    bad = generate("--model-overrides", "{'quantize': 'int9'}", check=False)
     assert bad.returncode != 0
     assert bad.stderr.strip().splitlines()[-1].endswith("--quantize must be one of none, int8; got 'int9'")
 
