@@ -31,8 +31,10 @@ browser:
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
+# pytest's default progress names each test file as it runs (a few take a minute: they
+# train tiny models); the slowest tests are listed at the end.
 test: $(STAMP) browser
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q tests
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest tests --durations=15
 
 clean:
 	rm -rf demo build *.egg-info

@@ -291,3 +291,14 @@ def gate_preact_grad(grad_gates: Tensor, gates: Tensor, spec: GateSpec) -> Tenso
     """Gradient w.r.t. the pre-activations [..., 4H] from the gradient w.r.t. the
     activated gates and the gates themselves (see :func:`gate_derivative`)."""
     return grad_gates * gate_derivative(gates, spec)
+
+
+def zeros_for_missing(grad: Optional[Tensor], like: Tensor) -> Tensor:
+    """An output's incoming gradient, zeros where autograd passes None (output unused).
+
+    The recurrences' autograd Functions (:mod:`fairseq_g2lstm.rnn.cell`,
+    :mod:`fairseq_g2lstm.rnn.sequence` and the CUDA kernel's) turn off autograd's own
+    zero-filling (``ctx.set_materialize_grads(False)``) because their gates output never
+    has a gradient, and filling it with zeros would cost a full-size write per call.
+    """
+    return torch.zeros_like(like) if grad is None else grad

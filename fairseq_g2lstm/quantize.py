@@ -2,8 +2,9 @@
 ``--model-overrides "{'quantize': 'int8'}"`` and an exported model's saved args).
 
 The quantization is torchao's (``torchao.quantization``), applied to a trained model
-right after its weights are loaded; a model being trained is never quantized
-(:func:`check_not_training`). What ``int8`` does to each kind of weight:
+right after its weights are loaded (:func:`quantize_on_load`, the models' load hook:
+:mod:`fairseq_g2lstm.models.loading`, which also holds the flag's values and refuses to
+train a quantized model). What ``int8`` does to each kind of weight:
 
 * every ``nn.Linear`` (attention, encoder-to-decoder bridges, output projections):
   torchao's dynamic int8 (``Int8DynamicActivationInt8WeightConfig``: int8 weights,
@@ -33,23 +34,11 @@ from typing import Iterator, Set, Tuple
 import torch
 from torch import Tensor, nn
 
-QUANTIZE_CHOICES = ("none", "int8")
+from .models.attention import LuongAttention
+from .models.loading import check_quantize
+from .rnn import CellStack, G2LSTM
+
 RECURRENT_WEIGHT_PREFIXES = ("weight_ih", "weight_hh")
-
-
-def check_quantize(value: str) -> str:
-    """The ``--quantize`` value, or ValueError with the one-line message the CLIs print."""
-    if value not in QUANTIZE_CHOICES:
-        raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}; got {value!r}")
-    return value
-
-
-def check_not_training(method: str, training: bool) -> None:
-    """A quantized model is for inference: quantizing one that is being trained would
-    silently train rounded weights (and torchao's int8 weights have no gradient)."""
-    if training and method != "none":
-        raise ValueError(f"--quantize {method} is for inference (fairseq-generate, fairseq-interactive, "
-                         "the hub); train without it and quantize the trained model")
 
 
 def rounded_weights(model: nn.Module) -> Iterator[Tuple[str, nn.Parameter]]:
@@ -57,9 +46,6 @@ def rounded_weights(model: nn.Module) -> Iterator[Tuple[str, nn.Parameter]]:
     weight matrices of every recurrent layer (G2LSTM, CellStack), and the Luong
     attention's ``input_proj``, whose weight is multiplied directly (``matmul``), not
     through ``F.linear``."""
-    from .models.attention import LuongAttention
-    from .rnn import CellStack, G2LSTM
-
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
         if isinstance(module, (G2LSTM, CellStack)):
@@ -86,7 +72,8 @@ def round_to_int8_rows(weight: Tensor) -> Tensor:
 def quantize_model(model: nn.Module, method: str) -> nn.Module:
     """Quantize a trained ``model`` in place for CPU inference; returns it.
 
-    ``method``: one of :data:`QUANTIZE_CHOICES` (``none`` leaves the model as it is).
+    ``method``: one of :data:`~fairseq_g2lstm.models.loading.QUANTIZE_CHOICES` (``none``
+    leaves the model as it is).
     """
     check_quantize(method)
     if method == "none":
@@ -101,3 +88,9 @@ def quantize_model(model: nn.Module, method: str) -> nn.Module:
     quantize_(model, Int8DynamicActivationInt8WeightConfig(),
               filter_fn=lambda module, name: stored_as_int8(module, name, rounded))
     return model
+
+
+def quantize_on_load(model: nn.Module) -> nn.Module:
+    """The load hook (:data:`~fairseq_g2lstm.models.loading.LOADED_MODEL_HOOKS`): quantize a
+    g2lstm model by its own ``--quantize``, once its weights are loaded."""
+    return quantize_model(model, model.quantize)

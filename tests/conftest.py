@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny generated translation corpus, its data-bin, a tiny model
-factory and a briefly trained checkpoint. Nothing is downloaded."""
+factory, briefly trained translation checkpoints and a language model. Nothing is
+downloaded; each trained fixture is built once per session."""
 import argparse
 import json
 import os
@@ -30,6 +31,21 @@ def cli(name: str, *args, check=True, input=None, cwd=REPO) -> subprocess.Comple
     if check and proc.returncode != 0:
         raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def train_argument_error(monkeypatch, capsys, *args) -> str:
+    """What fairseq-train prints on stderr when it refuses ``args`` while parsing them.
+
+    Parsed in this process, as fairseq-train's ``cli_main`` parses them first (before it
+    reads any data), which spares the seconds of a process launch per case; fails unless
+    the parser exits with status 2."""
+    from fairseq import options
+
+    monkeypatch.setattr(sys, "argv", ["fairseq-train", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        options.parse_args_and_arch(options.get_training_parser())
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
 
 
 def write_toy_corpus(folder: Path, sizes=(("train", 300), ("valid", 30), ("test", 20)), seed=0):
@@ -93,6 +109,19 @@ def reversal_model(tmp_path_factory):
         "--max-update", "150", "--max-tokens", "2000", "--optimizer", "adam", "--lr", "0.005", "--cpu",
         "--disable-validation", "--save-dir", folder / "ckpt", "--no-epoch-checkpoints", "--seed", "1")
     return folder, folder / "ckpt" / "checkpoint_last.pt"
+
+
+@pytest.fixture(scope="session")
+def trained_lm(tmp_path_factory):
+    """(data-bin, its folder, checkpoint, training log) of a tiny g2lstm_lm (lm_fixtures)
+    trained 200 updates on the PTB-format corpus, logging every 10: the language-model
+    tests and tools share it."""
+    from lm_fixtures import prepare_ptb, train_lm
+
+    folder = tmp_path_factory.mktemp("ptb")
+    data = prepare_ptb(folder)
+    proc = train_lm(data, folder / "ckpt", "--log-interval", "10")
+    return data, folder, folder / "ckpt" / "checkpoint_last.pt", proc.stdout + proc.stderr
 
 
 NOISE_SPY = """

@@ -1,5 +1,6 @@
 """Helpers of the language-model tests: a PTB-format corpus, a tiny g2lstm_lm model and a
-briefly trained checkpoint (built by each test module that needs one)."""
+briefly trained checkpoint (conftest's session fixture ``trained_lm`` trains the one the
+tests share)."""
 import argparse
 import random
 from pathlib import Path

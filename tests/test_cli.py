@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY_DIMS, USER_DIR, cli, train_with_noise_spy
+from conftest import REPO, TINY_DIMS, USER_DIR, cli, train_argument_error, train_with_noise_spy
 
 
 def generate_lines(proc: subprocess.CompletedProcess, kind: str):
@@ -29,10 +29,16 @@ def bleu(proc: subprocess.CompletedProcess) -> float:
     return float(re.search(r"BLEU = ([\d.]+)", proc.stdout.splitlines()[-1]).group(1))
 
 
-def test_generate_translates_the_reversal_task_with_reversed_alignments(reversal_model):
+@pytest.fixture(scope="module")
+def reversal_generated(reversal_model):
+    """fairseq-generate on the reversal model's test set: beam 5, alignments, sacrebleu."""
     folder, checkpoint = reversal_model
-    proc = cli("fairseq-generate", folder / "bin", "--user-dir", USER_DIR, "--path", checkpoint, "--beam", "5",
+    return cli("fairseq-generate", folder / "bin", "--user-dir", USER_DIR, "--path", checkpoint, "--beam", "5",
                "--cpu", "--print-alignment", "--scoring", "sacrebleu", "--max-tokens", "2000")
+
+
+def test_generate_translates_the_reversal_task_with_reversed_alignments(reversal_generated):
+    proc = reversal_generated
     sources, hypotheses, alignments = (generate_lines(proc, k) for k in ("S", "H", "A"))
     assert len(hypotheses) == 40  # every test sentence
     assert bleu(proc) > 60, proc.stdout.splitlines()[-1]
@@ -47,16 +53,14 @@ def test_generate_translates_the_reversal_task_with_reversed_alignments(reversal
     assert links >= 3 * len(sources) and on_anti_diagonal >= 0.8 * links
 
 
-def test_interactive_gives_generates_translations(reversal_model):
+def test_interactive_gives_generates_translations(reversal_model, reversal_generated):
     folder, checkpoint = reversal_model
     sources = (folder / "test.de").read_text().splitlines()[:10]
     proc = cli("fairseq-interactive", folder / "bin", "--user-dir", USER_DIR, "--path", checkpoint, "--cpu",
                "--beam", "5", "--source-lang", "de", "--target-lang", "en", input="\n".join(sources) + "\n")
     interactive = {int(line.split("\t")[0][2:]): line.split("\t")[2]
                    for line in proc.stdout.splitlines() if line.startswith("H-")}
-    generated = cli("fairseq-generate", folder / "bin", "--user-dir", USER_DIR, "--path", checkpoint, "--beam", "5",
-                    "--cpu", "--max-tokens", "2000")
-    generated_sources, generated_hypotheses = generate_lines(generated, "S"), generate_lines(generated, "H")
+    generated_sources, generated_hypotheses = (generate_lines(reversal_generated, k) for k in ("S", "H"))
     by_source = {generated_sources[i][0]: generated_hypotheses[i][1] for i in generated_sources}
     assert [interactive[i] for i in range(10)] == [by_source[s] for s in sources]
     correct = sum(interactive[i] == " ".join(reversed(s.split())) for i, s in enumerate(sources))
@@ -111,7 +115,7 @@ def test_hard_gates_on_an_existing_checkpoint_through_model_overrides(toy_data, 
     its scores differ from soft evaluation."""
     import fairseq_g2lstm  # noqa: F401
     from fairseq import checkpoint_utils
-    from fairseq_g2lstm.gate_stats import GateTallies
+    from fairseq_g2lstm.rnn import GateTallies
 
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(toy_checkpoint)], arg_overrides={"data": str(toy_data / "bin"), "gate_eval": "hard"})
@@ -183,13 +187,12 @@ def test_importing_the_plugin_and_passing_user_dir_does_not_register_twice(toy_d
     ("--gate-temperature", "-1", "--gate-temperature must be > 0; got -1.0"),
     ("--attention-type", "dot", "invalid choice: 'dot'"),
 ])
-def test_bad_flag_values_exit_with_one_clear_message(toy_data, tmp_path, flag, value, message):
-    proc = cli("fairseq-train", toy_data / "bin", "--user-dir", USER_DIR, "--arch", "g2lstm_iwslt",
-               "--max-update", "1", "--cpu", "--save-dir", tmp_path, flag, value, check=False)
-    assert proc.returncode != 0
-    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+def test_bad_flag_values_exit_with_one_clear_message(toy_data, tmp_path, monkeypatch, capsys, flag, value, message):
+    stderr = train_argument_error(monkeypatch, capsys, toy_data / "bin", "--user-dir", USER_DIR, "--arch",
+                                  "g2lstm_iwslt", "--max-update", "1", "--cpu", "--save-dir", tmp_path, flag, value)
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], stderr[-2000:]
+    assert "Traceback" not in stderr
 
 
 def scalar_tags(folder) -> set:

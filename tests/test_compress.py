@@ -149,7 +149,7 @@ def test_packed_checkpoint_expands_bit_for_bit_and_is_smaller(toy_data, toy_chec
     assert list(full) == list(unpacked_state)
     assert all(torch.equal(full[k], unpacked_state[k]) and full[k].dtype == unpacked_state[k].dtype for k in full)
 
-    # the hub loads it through G2LSTMModel.upgrade_state_dict_named, as fairseq's CLIs do
+    # the hub loads it through the models' state-dict upgrades, as fairseq's CLIs do
     from fairseq_g2lstm.models import G2LSTMModel
 
     hub = G2LSTMModel.from_pretrained(str(tmp_path), checkpoint_file="packed.pt",

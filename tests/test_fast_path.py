@@ -188,7 +188,7 @@ def test_beam_search_output_is_the_same_on_both_paths(model_factory, variant, na
 
 
 def test_gate_statistics_in_eval_keep_their_path(model_factory, native_steps):
-    from fairseq_g2lstm.gate_stats import GateTallies
+    from fairseq_g2lstm.rnn import GateTallies
 
     fast, reference = model_pair(model_factory, attention_type="bahdanau")
     src, src_lengths = source_batch(fast)

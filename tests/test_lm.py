@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from fairseq.sequence_generator import SequenceGenerator
 
-from conftest import USER_DIR, cli
-from lm_fixtures import LM_DIMS, LM_TRAIN, build_lm, prepare_ptb, train_lm
+from conftest import USER_DIR, cli, train_argument_error
+from lm_fixtures import LM_DIMS, LM_TRAIN, build_lm, train_lm
 
 
 @pytest.fixture
@@ -143,13 +143,10 @@ def test_ptb_arch_has_the_papers_sizes(lm_factory):
 
 
 # --- through the command-line tools ------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ptb(tmp_path_factory):
+@pytest.fixture
+def ptb(trained_lm):
     """(data-bin of the PTB-format corpus, its folder, a tiny g2lstm_lm trained 200 updates, its log)."""
-    folder = tmp_path_factory.mktemp("ptb")
-    data = prepare_ptb(folder)
-    proc = train_lm(data, folder / "ckpt", "--log-interval", "10")
-    return data, folder, folder / "ckpt" / "checkpoint_last.pt", proc.stdout + proc.stderr
+    return trained_lm
 
 
 def untrained_copy(checkpoint, target):
@@ -196,11 +193,12 @@ def test_training_lowers_perplexity_and_eval_lm_reports_the_models_own(ptb, tmp_
     data, folder, checkpoint, _ = ptb
     untrained = untrained_copy(checkpoint, tmp_path / "untrained.pt")
     vocab = len((data / "dict.txt").read_text().splitlines()) + 4
-    before = eval_lm(data, untrained, "--gen-subset", "train")
-    after = eval_lm(data, checkpoint, "--gen-subset", "train")
+    # on the training text, sentence by sentence, computed with the model in this process
+    before = direct_perplexity(data, untrained, folder / "ptb.train.txt")
+    after = direct_perplexity(data, checkpoint, folder / "ptb.train.txt")
     assert vocab / 3 < before < vocab * 3  # an untrained model is close to uniform
     assert after < 0.6 * before, (before, after)
-    # sentence by sentence (--sample-break-mode eos), the test perplexity is the model's own
+    # sentence by sentence (--sample-break-mode eos), fairseq-eval-lm's test perplexity is the model's own
     test = eval_lm(data, checkpoint, "--gen-subset", "test", "--sample-break-mode", "eos")
     assert test == pytest.approx(direct_perplexity(data, checkpoint, folder / "ptb.test.txt"), abs=0.006)
     assert test < 0.6 * before
@@ -267,11 +265,10 @@ def test_generate_and_interactive_continue_a_prompt(ptb):
     ("--gate-noise-prob", "2", "--gate-noise-prob must be in [0, 1]; got 2.0"),
     ("--gate-mode", "foo", "invalid choice: 'foo'"),
 ])
-def test_bad_flag_values_exit_with_one_clear_message(ptb, tmp_path, flag, value, message):
+def test_bad_flag_values_exit_with_one_clear_message(ptb, tmp_path, monkeypatch, capsys, flag, value, message):
     data, *_ = ptb
-    proc = cli("fairseq-train", data, "--user-dir", USER_DIR, "--arch", "g2lstm_lm", *LM_DIMS, *LM_TRAIN,
-               "--max-update", "1", "--save-dir", tmp_path, flag, value, check=False)
-    assert proc.returncode != 0
-    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    stderr = train_argument_error(monkeypatch, capsys, data, "--user-dir", USER_DIR, "--arch", "g2lstm_lm", *LM_DIMS,
+                                  *LM_TRAIN, "--max-update", "1", "--save-dir", tmp_path, flag, value)
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], stderr[-2000:]
+    assert "Traceback" not in stderr

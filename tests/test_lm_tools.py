@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from conftest import USER_DIR, cli
-from lm_fixtures import prepare_ptb, train_lm
 
 import fairseq_g2lstm  # noqa: F401  (registers the models; lets torch.load read fairseq checkpoints)
 from fairseq_g2lstm.checkpoints.io import load_checkpoint
@@ -23,13 +22,11 @@ from fairseq_g2lstm.gates import gate_slice
 HIDDEN, LAYERS = 24, 2  # lm_fixtures.LM_DIMS
 
 
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory):
+@pytest.fixture
+def lm(trained_lm):
     """(data-bin, checkpoint) of a tiny g2lstm_lm trained 200 updates on the PTB-format corpus."""
-    folder = tmp_path_factory.mktemp("lmtools")
-    data = prepare_ptb(folder)
-    train_lm(data, folder / "ckpt")
-    return data, folder / "ckpt" / "checkpoint_last.pt"
+    data, _, checkpoint, _ = trained_lm
+    return data, checkpoint
 
 
 @pytest.mark.parametrize("scope, kinds", [("recurrent", ["hh"]), ("all", ["ih", "hh"])])
@@ -60,6 +57,29 @@ def test_packed_compressed_lm_loads_in_eval_lm_with_the_compressed_weights(lm, t
         assert torch.equal(value, plain[name]), name
     proc = cli("fairseq-eval-lm", data, "--user-dir", USER_DIR, "--path", tmp_path / "packed.pt", "--cpu")
     assert re.search(r"Perplexity: [\d.]+", proc.stdout + proc.stderr)
+
+
+def test_an_int8_exported_language_model_is_quantized_when_its_folder_loads(lm, tmp_path):
+    """g2lstm-export --quantize int8 on a language model: recorded in model.json, and
+    applied when the folder loads (the projection's weights are int8, the LSTM's rounded),
+    with scores close to the float folder's."""
+    from torchao.quantization import Int8Tensor
+
+    from fairseq_g2lstm.export.writer import ExportOptions, export_model
+    from fairseq_g2lstm.models import G2LSTMLanguageModel
+
+    data, checkpoint = lm
+    assert export_model(checkpoint, data, tmp_path / "int8", ExportOptions(quantize="int8"))["quantize"] == "int8"
+    export_model(checkpoint, data, tmp_path / "fp32", ExportOptions())
+    int8, fp32 = (G2LSTMLanguageModel.from_pretrained(str(tmp_path / name)) for name in ("int8", "fp32"))
+    decoders = int8.models[0].decoder, fp32.models[0].decoder
+    assert isinstance(decoders[0].additional_fc.weight, Int8Tensor)
+    assert not isinstance(decoders[1].additional_fc.weight, Int8Tensor)
+    assert not torch.equal(decoders[0].lstm.weight_hh_l0, decoders[1].lstm.weight_hh_l0)
+    text = "the company said N shares"
+    scores = [hub.score(text)["positional_scores"] for hub in (int8, fp32)]
+    assert scores[0].shape == scores[1].shape and not torch.equal(*scores)
+    assert (scores[0] - scores[1]).abs().max() < 0.1
 
 
 def test_sweep_scores_perplexity_through_eval_lm(lm, tmp_path, capsys):

@@ -12,7 +12,8 @@ import pytest
 import torch
 from torchao.quantization import Int8Tensor, PerRow
 
-from fairseq_g2lstm.quantize import QUANTIZE_CHOICES, check_quantize, quantize_model, rounded_weights
+from fairseq_g2lstm.models.loading import QUANTIZE_CHOICES, check_quantize
+from fairseq_g2lstm.quantize import quantize_model, rounded_weights
 
 from conftest import TINY_DIMS, USER_DIR, cli
 from test_cli import generate_lines
@@ -76,6 +77,31 @@ def test_a_quantized_model_refuses_to_train(model_factory):
     model.eval()  # inference is fine
     with pytest.raises(ValueError, match="--quantize int8 is for inference"):
         model.train()
+
+
+def test_a_language_model_quantizes_on_load_and_refuses_to_train():
+    """g2lstm_lm takes --quantize as the translation model does: applied when its weights
+    are loaded (fairseq-eval-lm, the hub, an exported folder), refused in training."""
+    from lm_fixtures import build_lm
+
+    torch.manual_seed(0)
+    fp32 = build_lm().eval()
+    int8 = build_lm(quantize="int8")
+    int8.load_state_dict(fp32.state_dict())
+    int8.eval()
+    projection = int8.decoder.additional_fc.weight  # hidden 24 -> embeddings 16; the output is tied to them
+    assert isinstance(projection, Int8Tensor) and projection.qdata.dtype == torch.int8
+    rounded = dict(rounded_weights(int8))
+    assert set(rounded) == {f"decoder.lstm.weight_{kind}_l{layer}" for kind in ("ih", "hh") for layer in (0, 1)}
+    for name, weight in rounded.items():
+        assert not torch.equal(weight, dict(fp32.named_parameters())[name]), name
+    tokens = torch.randint(4, 20, (3, 7))
+    with torch.no_grad():
+        ref = fp32.get_normalized_probs(fp32(tokens), log_probs=True)
+        out = int8.get_normalized_probs(int8(tokens), log_probs=True)
+    assert 0 < ((out - ref).norm() / ref.norm()).item() < 0.03
+    with pytest.raises(ValueError, match="--quantize int8 is for inference"):
+        int8.train()
 
 
 def test_bad_value_is_a_one_line_error(model_factory):

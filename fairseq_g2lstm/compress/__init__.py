@@ -9,5 +9,6 @@ paper's Table 4): rounding, rounding with clipping, and truncated SVD.
 - ``sweep``: the Table 4 grid through fairseq-generate (``scripts/compression_sweep.py``).
 
 The package itself imports nothing, so that ``python -m`` runs a tool module once and
-the model can import :mod:`.packing` without fairseq's CLI machinery.
+importing :mod:`.packing` (whose :func:`~.packing.expand_packed` the package's
+``__init__`` registers as a model loading hook) brings no fairseq CLI machinery.
 """

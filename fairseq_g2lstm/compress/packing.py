@@ -22,8 +22,8 @@ key                    dtype, shape        holds
 =====================  ==================  ================================================
 
 Round-clip with r 0.5 and c 1.0 has 5 levels, so its codes take 3 bits instead of 32.
-:func:`expand_packed` (called by ``G2LSTMModel.upgrade_state_dict_named``, which fairseq
-runs inside ``load_state_dict`` for its CLIs and the hub) rebuilds ``P`` with the same
+:func:`expand_packed` (a state-dict upgrade of :mod:`fairseq_g2lstm.models.loading`, which
+the models run inside ``load_state_dict`` for fairseq's CLIs and the hub) rebuilds ``P`` with the same
 decode functions that produced the unpacked weights, so the two are bit-identical.
 Everything here is a tensor, so a packed checkpoint loads with ``torch.load``'s safe
 mode like any other.

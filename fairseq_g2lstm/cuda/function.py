@@ -21,8 +21,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..gates import LOGISTIC_EPS, GateSpec
-from ..rnn.cell import zeros_for_missing
+from ..gates import LOGISTIC_EPS, GateSpec, zeros_for_missing
 
 
 def batch_sizes_for(lengths: Tensor, steps: int) -> List[int]:
@@ -79,7 +78,7 @@ class SequenceKernelFunction(torch.autograd.Function):
         ctx.dtypes = (w_hh.dtype, h0.dtype, c0.dtype)
         ctx.save_for_backward(w_hh, gates, hs, cs)
         ctx.mark_non_differentiable(gates)
-        ctx.set_materialize_grads(False)  # see rnn.cell.zeros_for_missing
+        ctx.set_materialize_grads(False)  # see gates.zeros_for_missing
         return out, h_n, c_n, gates
 
     @staticmethod
@@ -118,7 +117,7 @@ class CellKernelFunction(torch.autograd.Function):
         ctx.ops, ctx.spec, ctx.poison, ctx.c_dtype = ops, spec, poison, c_prev.dtype
         ctx.save_for_backward(gates, c_prev_cast, c)
         ctx.mark_non_differentiable(gates)
-        ctx.set_materialize_grads(False)  # see rnn.cell.zeros_for_missing
+        ctx.set_materialize_grads(False)  # see gates.zeros_for_missing
         return h, c, gates
 
     @staticmethod

@@ -8,7 +8,8 @@ read them).
 - ``cli``: ``g2lstm-export``.
 
 Only ``folder`` is imported here: it needs nothing but the standard library until a model
-is loaded, so the models can import it.
+is loaded, so that importing the package (which registers :func:`hub_from_folder` as the
+models' folder loader, :mod:`fairseq_g2lstm.models.loading`) stays cheap.
 """
 from g2lstm_runtime.folder import ModelFolderError, is_model_folder, read_manifest, verify_folder  # noqa: F401
 

@@ -50,8 +50,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging()
-    import fairseq_g2lstm  # noqa: F401  (registers the models before the checkpoint is read)
-
     from ..checkpoints.io import CheckpointError
     from g2lstm_runtime.folder import ModelFolderError
     from .writer import ExportOptions, export_model

@@ -24,10 +24,10 @@ from ..atomic_file import PathLike
 from ..checkpoints.io import CheckpointError, check_input, checkpoint_arch, load_checkpoint
 from ..data.atomic_dir import atomic_output_dir, check_destination
 from ..data.errors import PrepareError
+from ..models.loading import QUANTIZE_CHOICES
 from .card import model_card
 from .folder import interactive_command
 
-QUANTIZE_CHOICES = ("none", "int8")
 TOKENIZER_CHOICES = ("none", "moses")  # fairseq's --tokenizer names
 # Checkpoint entries an inference-only copy keeps (besides the trimmed history).
 KEPT_ENTRIES = ("model", "cfg", "args", "task_state", "compression", "averaged_from")

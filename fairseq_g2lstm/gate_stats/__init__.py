@@ -1,16 +1,12 @@
-"""Gate statistics: how open or shut the G2 gates are.
+"""Gate statistics: how open or shut the G2 gates are (``g2lstm-gates``).
 
-* :mod:`.summary` - running tallies (shares below 0.1 and above 0.9, mean, entropy,
-  histograms) fed by the layers' ``gate_recorder`` hook; pure torch. The training
-  metrics and ``g2lstm-gates`` both use it.
 * :mod:`.collect` - ``g2lstm-gates``' work: load a checkpoint, run a split
-  teacher-forced, per-token gates of a sentence (imports fairseq).
-* :mod:`.figures` - the histogram and heatmap figures (imports matplotlib).
+  teacher-forced, per-token gates of a sentence (imports fairseq);
+* :mod:`.figures` - the histogram and heatmap figures (imports matplotlib);
 * :mod:`.cli` - the ``g2lstm-gates`` command line (``python -m fairseq_g2lstm.gate_stats``).
 
-Only ``summary`` is imported here: the model imports this package, so the others (which
-import the model, fairseq and matplotlib) are imported where used.
+The running tallies they fill (:class:`~fairseq_g2lstm.rnn.GateTallies`) live with the
+layers' gate recorder in :mod:`fairseq_g2lstm.rnn.gate_tallies`, because the models' training
+metrics use them too. This package imports nothing itself, so that ``python -m`` runs
+a tool module once.
 """
-from .summary import GATES, HIGH, LOW, GateTallies, GateTally
-
-__all__ = ["GATES", "HIGH", "LOW", "GateTallies", "GateTally"]

@@ -30,7 +30,7 @@ from ..atomic_file import write_text_atomic
 from ..cli_args import EXIT_INPUT_ERROR, OneLineParser, configure_logging, output_dir_problem, positive_int
 from ..checkpoints.io import CheckpointError, check_input
 from ..gates import GATE_EVAL_MODES
-from .summary import GATES, HIGH, LOW
+from ..rnn.gate_tallies import GATES, HIGH, LOW
 
 PROG = "g2lstm-gates"
 DEFAULT_LAYER = "decoder.0"  # the paper's figures: the first decoder layer
@@ -419,8 +419,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def cli_main() -> None:
-    import fairseq_g2lstm  # noqa: F401  (registers the model, fixes fairseq's checkpoint loading)
-
     configure_logging(sys.stdout)
     sys.exit(main())
 

@@ -8,12 +8,12 @@
   encoding and beam search. The checkpoint file is only read.
 * :func:`collect_tallies` runs the model teacher-forced over (a seeded random subset of)
   a split, through fairseq's dataset, batching and iterator, and feeds every LSTM
-  layer's input and forget gates into :class:`~.summary.GateTallies`.
+  layer's input and forget gates into :class:`~fairseq_g2lstm.rnn.GateTallies`.
 * :func:`stats_record` turns the tallies into the JSON record ``g2lstm-gates`` writes.
 * :func:`token_gates` computes the per-token mean gates of one sentence pair (the
   paper's per-token view, section 5).
 
-Layer names are those of :class:`~.summary.GateTallies`: ``encoder.<l>`` (and
+Layer names are those of :class:`~fairseq_g2lstm.rnn.GateTallies`: ``encoder.<l>`` (and
 ``encoder.<l>.reverse`` for the reverse direction of a bidirectional layer) and
 ``decoder.<l>``.
 
@@ -36,7 +36,7 @@ from g2lstm_runtime.folder import file_sha256
 
 from ..checkpoints.io import CheckpointError, check_input, load_checkpoint, one_line_reason
 from ..gates import gate_slice
-from .summary import GATES, HIGH, LOW, GateTallies
+from ..rnn.gate_tallies import GATES, HIGH, LOW, GateTallies
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..atomic_file import atomic_file
-from .summary import GATES, HIGH, LOW
+from ..rnn.gate_tallies import GATES, HIGH, LOW
 
 DPI = 100
 HISTOGRAM_SIZE = (9.0, 3.4)  # inches: 900 x 340 pixels at DPI

@@ -34,13 +34,11 @@ from fairseq.models import (
 from fairseq.modules import FairseqDropout
 from torch import Tensor, nn
 
-from ..compress.packing import expand_packed
-from ..gate_stats import GateTallies
 from ..gates import GateConfig
-from ..quantize import QUANTIZE_CHOICES, check_not_training, check_quantize, quantize_model
-from ..rnn import CellStack, G2LSTM
+from ..rnn import CellStack, G2LSTM, GateTallies
 from .attention import ATTENTION_TYPES, build_attention
 from .gate_flags import add_gate_args, gate_arch_defaults, gate_config_from_args, log_gate_metrics
+from .loading import HookedLoading, add_quantize_arg, quantize_from_args
 
 DEFAULT_MAX_POSITIONS = int(1e5)
 # fairseq's lstm initialises every weight uniformly in +-0.1; so do we, for comparable runs.
@@ -49,8 +47,9 @@ BIDIRECTIONAL_CHOICES = ("first", "all", "none")
 
 
 @register_model("g2lstm")
-class G2LSTMModel(FairseqEncoderDecoderModel):
-    """G2-LSTM attention encoder-decoder (Li et al., ICML 2018)."""
+class G2LSTMModel(HookedLoading, FairseqEncoderDecoderModel):
+    """G2-LSTM attention encoder-decoder (Li et al., ICML 2018). Loading (packed weights,
+    ``--quantize``, model folders) goes through :class:`~.loading.HookedLoading`."""
 
     @staticmethod
     def add_args(parser):
@@ -80,16 +79,14 @@ class G2LSTMModel(FairseqEncoderDecoderModel):
             help="share decoder input and output embeddings")
         add("--share-all-embeddings", action="store_true",
             help="share encoder, decoder and output embeddings (requires a joined dictionary)")
-        add("--quantize", choices=QUANTIZE_CHOICES,
-            help="inference only: quantize the loaded weights for CPU (int8: torchao's dynamic int8; "
-                 "docs/performance.md); also --model-overrides \"{'quantize': 'int8'}\"")
         # fmt: on
+        add_quantize_arg(parser)
         add_gate_args(parser)
 
     @classmethod
     def build_model(cls, args, task):
         base_architecture(args)
-        quantize = check_quantize(getattr(args, "quantize", None) or "none")
+        quantize = quantize_from_args(args)
         if args.encoder_layers != args.decoder_layers:
             raise ValueError("--encoder-layers must match --decoder-layers (each decoder layer starts "
                              "from the matching encoder layer's final state)")
@@ -135,39 +132,11 @@ class G2LSTMModel(FairseqEncoderDecoderModel):
         self.log_gate_metrics = log_gate_metrics
         self.quantize = quantize
 
-    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
-        """Load, then quantize (``--quantize``): fairseq-generate, fairseq-interactive and
-        the hub all load a model's weights through here, after building it."""
-        result = super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
-        quantize_model(self, self.quantize)
-        return result
-
-    def train(self, mode: bool = True):
-        """Refuse to train a quantized model (fairseq-train calls this before its first step)."""
-        check_not_training(self.quantize, mode)
-        return super().train(mode)
-
-    @classmethod
-    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", **kwargs):
-        """fairseq's hub loader; a folder written by ``g2lstm-export`` loads from itself alone."""
-        from ..export import hub_from_folder, is_model_folder
-
-        if is_model_folder(model_name_or_path):
-            return hub_from_folder(model_name_or_path, **kwargs)
-        return super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
-
-    def upgrade_state_dict_named(self, state_dict, name):
-        """Expand the gate weights that ``g2lstm-compress --pack`` stored as codes or SVD
-        factors (:mod:`fairseq_g2lstm.compress.packing`), then fairseq's own upgrades.
-        fairseq calls this from ``load_state_dict``, so its CLIs and the hub need nothing else."""
-        expand_packed(state_dict, prefix=f"{name}." if name else "")
-        super().upgrade_state_dict_named(state_dict, name)
-
     def forward(self, src_tokens, src_lengths, prev_output_tokens, gate_stats=None, **kwargs):
         """Teacher-forced forward (training, validation, scoring).
 
         gate_stats: an object with ``recorder(prefix)`` (e.g.
-        :class:`~fairseq_g2lstm.gate_stats.GateTallies`) that receives every LSTM layer's
+        :class:`~fairseq_g2lstm.rnn.GateTallies`) that receives every LSTM layer's
         gates of this pass. Without one, the gate saturation is logged as fairseq metrics
         unless ``--no-gate-metrics`` (see :func:`log_gate_metrics`).
         """

@@ -27,19 +27,19 @@ from fairseq.models import (
 from fairseq.modules import FairseqDropout
 from torch import Tensor
 
-from ..compress.packing import expand_packed
-from ..gate_stats import GateTallies
 from ..gates import GateConfig
-from ..rnn import G2LSTM, check_weight_drop
+from ..rnn import G2LSTM, GateTallies, check_weight_drop
 from .g2lstm import DEFAULT_MAX_POSITIONS, Linear, build_embedding
 from .gate_flags import add_gate_args, flag_type, gate_arch_defaults, gate_config_from_args, log_gate_metrics
+from .loading import HookedLoading, add_quantize_arg, quantize_from_args
 
 CACHE_KEY = "cached_state"
 
 
 @register_model("g2lstm_lm")
-class G2LSTMLanguageModel(FairseqLanguageModel):
-    """G2-LSTM language model (Li et al., ICML 2018, section 5.1)."""
+class G2LSTMLanguageModel(HookedLoading, FairseqLanguageModel):
+    """G2-LSTM language model (Li et al., ICML 2018, section 5.1). Loads as the
+    translation model does (:class:`~.loading.HookedLoading`)."""
 
     @staticmethod
     def add_args(parser):
@@ -63,11 +63,13 @@ class G2LSTMLanguageModel(FairseqLanguageModel):
         add("--share-decoder-input-output-embed", action="store_true",
             help="share (tie) input and output embeddings")
         # fmt: on
+        add_quantize_arg(parser)
         add_gate_args(parser)
 
     @classmethod
     def build_model(cls, args, task):
         base_lm_architecture(args)
+        quantize = quantize_from_args(args)
         if args.share_decoder_input_output_embed and args.decoder_embed_dim != args.decoder_out_embed_dim:
             raise ValueError("--share-decoder-input-output-embed requires --decoder-embed-dim to match "
                              "--decoder-out-embed-dim")
@@ -79,31 +81,18 @@ class G2LSTMLanguageModel(FairseqLanguageModel):
             weight_drop=args.weight_drop, share_input_output_embed=args.share_decoder_input_output_embed,
             max_positions=getattr(args, "max_target_positions", None) or DEFAULT_MAX_POSITIONS,
         )
-        return cls(decoder, log_gate_metrics=not args.no_gate_metrics)
+        return cls(decoder, log_gate_metrics=not args.no_gate_metrics, quantize=quantize)
 
-    def __init__(self, decoder, log_gate_metrics: bool = True):
+    def __init__(self, decoder, log_gate_metrics: bool = True, quantize: str = "none"):
         super().__init__(decoder)
         self.log_gate_metrics = log_gate_metrics
-
-    @classmethod
-    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", **kwargs):
-        """As :meth:`G2LSTMModel.from_pretrained`: a ``g2lstm-export`` folder loads alone."""
-        from ..export import hub_from_folder, is_model_folder
-
-        if is_model_folder(model_name_or_path):
-            return hub_from_folder(model_name_or_path, **kwargs)
-        return super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
-
-    def upgrade_state_dict_named(self, state_dict, name):
-        """Expand gate weights packed by ``g2lstm-compress --pack`` (as the translation model)."""
-        expand_packed(state_dict, prefix=f"{name}." if name else "")
-        super().upgrade_state_dict_named(state_dict, name)
+        self.quantize = quantize
 
     def forward(self, src_tokens, src_lengths=None, gate_stats=None, **kwargs):
         """Teacher-forced forward (training, validation, fairseq-eval-lm).
 
         src_tokens [B,T] (right-padded). gate_stats: an object with ``recorder(prefix)``
-        (e.g. :class:`~fairseq_g2lstm.gate_stats.GateTallies`) that receives every layer's
+        (e.g. :class:`~fairseq_g2lstm.rnn.GateTallies`) that receives every layer's
         gates, named ``decoder.<layer>``. Without one the gate saturation is logged as
         fairseq metrics, as in the translation model, unless ``--no-gate-metrics``.
         """

@@ -12,8 +12,8 @@ import sys
 import torch
 from fairseq.logging import metrics
 
-from ..gate_stats import GateTallies
 from ..gates import GATE_EVAL_MODES, GATE_MODES, GateConfig, check_noise_prob, check_temperature
+from ..rnn import GateTallies
 
 GATE_KERNELS = ("auto", "cuda", "torch")
 # Log-line position of the gate metrics: after fairseq's loss and ppl (priority 10),

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..gates import GateSpec, activate_gates, gate_derivative
+from ..gates import GateSpec, activate_gates, gate_derivative, zeros_for_missing
 
 
 def _blocks(t: Tensor):
@@ -93,16 +93,6 @@ def cell_backward(
               out=grad_preact_out[:, : 3 * hidden].view(n, 3, hidden))
     torch.mul(grad_h, factors[:, 3 * hidden:], out=grad_preact_out[:, 3 * hidden:])
     torch.mul(grad_c_total, forget, out=grad_c_prev_out)
-
-
-def zeros_for_missing(grad: Optional[Tensor], like: Tensor) -> Tensor:
-    """An output's incoming gradient, zeros where autograd passes None (output unused).
-
-    The Functions here turn off autograd's own zero-filling
-    (``ctx.set_materialize_grads(False)``) because their gates output never has a
-    gradient, and filling it with zeros would cost a full-size write per call.
-    """
-    return torch.zeros_like(like) if grad is None else grad
 
 
 class CellFunction(torch.autograd.Function):

@@ -25,8 +25,8 @@ import torch
 from torch import Tensor, _VF
 from torch.autograd.function import once_differentiable
 
-from ..gates import GateSpec, prescale_preact, prescale_weight
-from .cell import backward_factors, cell_backward, cell_forward, cell_step, zeros_for_missing
+from ..gates import GateSpec, prescale_preact, prescale_weight, zeros_for_missing
+from .cell import backward_factors, cell_backward, cell_forward, cell_step
 
 
 def batch_sizes_for(lengths: Tensor, steps: int) -> List[int]:

@@ -8,7 +8,8 @@ keeps one tally per (layer name, gate) and is what the layers' ``gate_recorder``
 feeds (see :meth:`fairseq_g2lstm.rnn.G2LSTM.forward`).
 
 Both the training metrics (cheap: counts and sums only) and ``g2lstm-gates`` (with
-entropy and histograms) use these classes, so the numbers mean the same in both.
+entropy and histograms) use these classes, so the numbers mean the same in both; they
+live here, beside the hook, so that the models need nothing from the tool.
 
 Input convention, from the recorder hook: ``gates`` [T,B,4H] are the activated gates in
 block order i, f, g, o, exactly zero at padding; ``lengths`` [B] real steps per row. A
