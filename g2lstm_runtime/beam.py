@@ -20,6 +20,10 @@ import numpy as np
 NEG_INF = np.float32(-math.inf)
 
 
+class SearchError(ValueError):
+    """Search options that cannot work together (for a batch); ``str()`` is one line."""
+
+
 class Decoder(Protocol):
     """The incremental decoder of a batch of ``B`` sentences, ``beam`` rows each."""
 
@@ -45,7 +49,7 @@ class SearchOptions:
 
     def __post_init__(self):
         if self.beam < 1 or not 1 <= self.nbest <= self.beam:
-            raise ValueError(f"need beam >= 1 and 1 <= nbest <= beam; got beam {self.beam}, nbest {self.nbest}")
+            raise SearchError(f"need beam >= 1 and 1 <= nbest <= beam; got beam {self.beam}, nbest {self.nbest}")
 
 
 @dataclass
@@ -64,7 +68,8 @@ def beam_search(decoder: Decoder, src_len: int, batch: int, options: SearchOptio
     beam = options.beam
     max_len = min(int(options.max_len_a * src_len + options.max_len_b), options.max_positions - 1)
     if options.min_len > max_len:
-        raise ValueError("min_len cannot be larger than max_len")
+        raise SearchError(f"min_len {options.min_len} cannot be larger than max_len {max_len} "
+                          f"(max_len_a * source length + max_len_b)")
     bsz = batch
     scores = np.zeros((bsz * beam, max_len + 1), np.float32)
     tokens = np.full((bsz * beam, max_len + 2), pad, np.int64)

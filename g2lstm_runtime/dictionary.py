@@ -4,11 +4,13 @@ import re
 from pathlib import Path
 from typing import Dict, Iterable, List, Union
 
+from .folder import ModelFolderError
+
 OVERWRITE = "#fairseq:overwrite"
 _SPACES = re.compile(r"\s+")
 
 
-class DictionaryError(ValueError):
+class DictionaryError(ModelFolderError):
     """A dictionary file fairseq would not load; ``str()`` is one line."""
 
 
