@@ -95,3 +95,30 @@ def test_a_folder_without_graphs_or_no_folder_is_one_line(folder, tmp_path):
         proc = translate(target, input=b"w1\n", check=False)
         err = proc.stderr.decode()
         assert proc.returncode == 2 and err.count("\n") == 1 and message in err, err
+
+
+RUNTIME_PYTHON = REPO / ".venv-runtime" / "bin" / "python"
+
+
+def test_the_onnx_engine_runs_in_a_venv_without_torch_or_fairseq(folder, tmp_path):
+    """``make runtime-venv`` builds a venv with numpy, onnxruntime and sentencepiece only;
+    there g2lstm-translate gives what it gives in the full environment and what the torch
+    engine gives."""
+    if not RUNTIME_PYTHON.exists():
+        reason = f"{RUNTIME_PYTHON} is absent: run `make runtime-venv` (make test builds it)"
+        if os.environ.get("G2LSTM_REQUIRE_RUNTIME_VENV") == "1":
+            pytest.fail(reason)
+        pytest.skip("NOT TESTED: g2lstm-translate without torch: " + reason)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for module in ("torch", "fairseq", "fairseq_g2lstm"):
+        probe = subprocess.run([str(RUNTIME_PYTHON), "-c", f"import {module}"], capture_output=True, env=env)
+        assert probe.returncode != 0, f"{module} imports in the runtime venv"
+    source = tmp_path / "test.de"
+    source.write_text("\n".join(SENTENCES) + "\n")
+    args = ["-m", "g2lstm_runtime.translate", str(folder), "--input", str(source), "--beam", "5", "--batch-size", "2",
+            "--no-progress"]
+    alone = subprocess.run([str(RUNTIME_PYTHON), *args], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    full = translate(folder, *args[3:]).stdout.decode()
+    torch_engine = translate(folder, *args[3:], "--engine", "torch").stdout.decode()
+    assert alone.stdout == full == torch_engine and len(full.splitlines()) == len(SENTENCES)
