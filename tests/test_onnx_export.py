@@ -147,7 +147,7 @@ def test_onnx_added_to_an_existing_folder_and_quantized(exported, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--onnx", "NOWHERE"], "not a model folder"),
-    (["CKPT", "--data", "DATA", "--onnx-quantize", "int8"], "--onnx-quantize needs --onnx"),
+    (["CKPT", "--data", "DATA", "--out", "NOWHERE", "--onnx-quantize", "int8"], "--onnx-quantize needs --onnx"),
     (["--onnx", "NOWHERE", "--out", "x"], "give no checkpoint, --data or --out"),
     (["CKPT", "--onnx"], "a checkpoint, --data and --out are required"),
 ])
