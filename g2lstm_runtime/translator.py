@@ -16,7 +16,7 @@ import numpy as np
 
 from .beam import Hypothesis, SearchOptions, beam_search
 from .dictionary import Dictionary
-from .folder import BPE_FILES, ModelFolderError, PathLike, TRANSLATION, verify_folder
+from .folder import BPE_FILES, CHECKPOINT, TRANSLATION, ModelFolderError, PathLike, read_manifest, verify_folder
 from .text import TextPreparation
 
 ENGINES = ("onnx", "torch")
@@ -39,10 +39,17 @@ class Translator:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
         self.folder = Path(folder)
-        self.manifest = verify_folder(folder)
-        if self.manifest.get("kind") != TRANSLATION:
+        manifest = read_manifest(folder)
+        if manifest.get("kind") != TRANSLATION:
             raise ModelFolderError(f"{folder}: not a translation model")
-        languages = self.manifest["languages"]
+        languages = manifest["languages"]
+        # the files this engine reads, checked against their sha256 (hashing model.pt would
+        # cost the onnx engine's start as much as loading its graphs)
+        used = [f"dict.{languages['source']}.txt", f"dict.{languages['target']}.txt"]
+        used += [BPE_FILES[manifest["bpe"]["name"]][0]] if manifest.get("bpe") else []
+        graphs = manifest.get("onnx") or {}
+        used += [CHECKPOINT] if engine == "torch" else [graphs.get("encoder"), graphs.get("decoder")]
+        self.manifest = verify_folder(folder, [name for name in used if name])
         self.source_dict = Dictionary.load(self.folder / f"dict.{languages['source']}.txt")
         self.target_dict = Dictionary.load(self.folder / f"dict.{languages['target']}.txt")
         self.prepare = TextPreparation.from_manifest(self.manifest)

@@ -110,3 +110,22 @@ def test_runtime_modules_import_neither_torch_nor_fairseq():
             if top & {"torch", "fairseq", "fairseq_g2lstm"}:
                 # only the torch engine, inside a function, loads the training stack when asked
                 assert path.name == "translator.py" and node.col_offset > 0, (path.name, names)
+
+
+def test_each_engine_checks_the_files_it_reads(folders, tmp_path):
+    import shutil
+
+    from g2lstm_runtime.folder import ModelFolderError
+    from g2lstm_runtime.translator import Translator
+
+    folder = tmp_path / "m"
+    shutil.copytree(folders["reversal"], folder)
+    with open(folder / "model.pt", "ab") as stream:
+        stream.write(b"\0")
+    Translator(folder, engine="onnx", threads=1)  # never reads model.pt, so does not hash it
+    with pytest.raises(ModelFolderError, match="model.pt does not match its sha256"):
+        Translator(folder, engine="torch")
+    with open(folder / "decoder.onnx", "ab") as stream:
+        stream.write(b"\0")
+    with pytest.raises(ModelFolderError, match="decoder.onnx does not match its sha256"):
+        Translator(folder, engine="onnx")
