@@ -39,7 +39,6 @@ import contextlib
 import functools
 import hashlib
 import importlib.util
-import json
 import os
 import re
 import shutil
