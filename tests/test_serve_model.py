@@ -132,7 +132,7 @@ def test_the_hard_gates_model_is_loaded_once_with_the_same_weights(model, monkey
 
 
 def test_the_page_gets_per_token_saturation_and_the_units(translator):
-    from fairseq_g2lstm.gate_stats.summary import HIGH, LOW
+    from fairseq_g2lstm.rnn.gate_tallies import HIGH, LOW
 
     with client_for(translator) as client:
         answer = client.post("/v1/translate", json={"q": SENTENCES[2], "gates": True}).json()

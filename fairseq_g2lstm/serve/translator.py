@@ -27,8 +27,8 @@ from g2lstm_runtime.folder import TRANSLATION, ModelFolderError, verify_folder
 
 from ..export.folder import hub_from_folder
 from ..gate_stats.collect import GATE_LETTERS, START_SYMBOL, LoadedModel, teacher_forced_gates, unit_means
-from ..gate_stats.summary import GATES, HIGH, LOW
 from ..gates import gate_slice
+from ..rnn.gate_tallies import GATES, HIGH, LOW
 from .limits import MAX_LEN_A, MAX_LEN_B
 
 logger = logging.getLogger(__name__)
