@@ -5,7 +5,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser demo test clean
+RUNTIME_VENV := .venv-runtime
+RUNTIME_STAMP := $(RUNTIME_VENV)/.installed
+
+.PHONY: install browser demo test clean runtime-venv
 
 install: $(STAMP)
 
@@ -17,6 +20,16 @@ $(STAMP): requirements.txt setup.py
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$$(grep '^torch==' requirements.txt)"
 	grep -v '^torch==' requirements.txt | $(PY) -m pip install -q -r /dev/stdin
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+# A venv with only what a deployed model folder needs (requirements-runtime.txt: numpy,
+# onnxruntime, sentencepiece; no torch, no fairseq): the tests run g2lstm-translate in it
+# to show that the runtime works where the training stack cannot be imported.
+runtime-venv: $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): requirements-runtime.txt
+	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/python -m pip install -q -r requirements-runtime.txt
 	touch $@
 
 # The web page's browser test drives Debian's headless Chromium. Installed where apt-get
@@ -31,8 +44,8 @@ browser:
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
-test: $(STAMP) browser
+test: $(STAMP) browser $(RUNTIME_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q tests
 
 clean:
-	rm -rf demo build *.egg-info
+	rm -rf demo build *.egg-info $(RUNTIME_VENV)

@@ -21,6 +21,9 @@ EXTRAS = {
     "tensorboard": ["tensorboardX>=2.6", "tensorboard>=2.14"],
     "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
     "quantize": ["torchao>=0.12"],
+    # g2lstm-export --onnx and g2lstm-translate (the runtime itself needs only onnxruntime,
+    # numpy and sentencepiece)
+    "deploy": ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.2"],
     "test": ["pytest>=8", "httpx>=0.27", "selenium>=4.20", "libretranslatepy>=2.1", "deep-translator>=1.11.4"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
@@ -71,6 +74,7 @@ setup(
             "g2lstm-compression-sweep = fairseq_g2lstm.compress.sweep:main",
             "g2lstm-export = fairseq_g2lstm.export.cli:main",
             "g2lstm-serve = fairseq_g2lstm.serve.cli:main",
+            "g2lstm-translate = g2lstm_runtime.translate:main",
             "g2lstm-user-dir = fairseq_g2lstm.__main__:main",
         ]
     },

@@ -9,41 +9,11 @@ library, so that the data tools can use it without importing torch.
 import argparse
 import logging
 import os
-from typing import NoReturn, Optional, TextIO
+from typing import Optional, TextIO
 
-EXIT_INPUT_ERROR = 2  # as argparse's usage errors
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one ``PROG: error: ...`` line (no usage block)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_INPUT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _whole_number(text: str, least: int, rule: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < least:
-        raise argparse.ArgumentTypeError(f"{rule}; got {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """A flag type: a whole number of at least 1."""
-    return _whole_number(text, 1, "must be at least 1")
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number; got {text}")
-    return value
+# The parser and the number types the torch-free runtime's command lines share with these.
+from g2lstm_runtime.cli_args import (  # noqa: F401,E402
+    EXIT_INPUT_ERROR, OneLineParser, _number, _whole_number, non_negative_int, positive_int)
 
 
 def positive_float(text: str) -> float:
@@ -52,11 +22,6 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number; got {text}")
     return value
-
-
-def non_negative_int(text: str) -> int:
-    """A flag type: a whole number of at least 0 (0 often switches a filter off)."""
-    return _whole_number(text, 0, "must be 0 or more")
 
 
 def share(text: str) -> float:

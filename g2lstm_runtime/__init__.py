@@ -6,4 +6,12 @@ nothing of ``fairseq_g2lstm``; ``fairseq_g2lstm`` builds on it.
 
 - ``text``: how a sentence is prepared before subword splitting, for training data and
   for every translation path alike.
+- ``folder``: the model folder's format, its reading and checking.
+- ``dictionary``: fairseq's dictionary files; ``beam``: fairseq's beam search over numpy
+  log-probabilities; ``onnx_engine``: a folder's ONNX graphs on ONNX Runtime;
+  ``translator``: sentences in, hypotheses out; ``translate``: ``g2lstm-translate``.
+- ``cli_args``: the command-line conventions every g2lstm tool shares.
+
+Only the torch engine of ``translator`` (``--engine torch``, for comparison) loads the
+training stack, inside the call that asks for it.
 """

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Iterable, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -70,12 +70,16 @@ def read_manifest(folder: PathLike) -> Dict[str, Any]:
     return manifest
 
 
-def verify_folder(folder: PathLike) -> Dict[str, Any]:
+def verify_folder(folder: PathLike, names: Optional[Iterable[str]] = None) -> Dict[str, Any]:
     """The manifest, after checking that every file it lists is there with its sha256.
     A server calls this before it serves a folder: a half-copied or edited folder fails
-    here, with the file named, instead of translating wrongly."""
+    here, with the file named, instead of translating wrongly. ``names``: check only these
+    of the listed files (those a reader uses: the ONNX engine never reads ``model.pt``)."""
     manifest = read_manifest(folder)
+    wanted = None if names is None else set(names)
     for name, digest in manifest.get("files", {}).items():
+        if wanted is not None and name not in wanted:
+            continue
         path = Path(folder) / name
         if not path.is_file():
             raise ModelFolderError(f"{folder}: {name} is missing")

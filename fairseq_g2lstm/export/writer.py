@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from g2lstm_runtime.folder import (BPE_FILES, CARD, CHECKPOINT, FORMAT, FORMAT_VERSION, LANGUAGE_MODEL, MANIFEST,
-                                   TRANSLATION, ModelFolderError, file_sha256)
+                                   TRANSLATION, ModelFolderError, file_sha256, read_manifest)
 
 from ..atomic_file import PathLike
 from ..checkpoints.io import CheckpointError, check_input, checkpoint_arch, load_checkpoint
@@ -26,6 +26,7 @@ from ..data.atomic_dir import atomic_output_dir, check_destination
 from ..data.errors import PrepareError
 from .card import model_card
 from .folder import interactive_command
+from .onnx import ONNX_QUANTIZE_CHOICES, add_onnx
 
 QUANTIZE_CHOICES = ("none", "int8")
 TOKENIZER_CHOICES = ("none", "moses")  # fairseq's --tokenizer names
@@ -52,6 +53,8 @@ class ExportOptions:
     target_lang: Optional[str] = None
     bleu: Optional[str] = None
     notes: List[str] = field(default_factory=list)
+    # ONNX graphs to add (``--onnx``): None for none, else the precision (``--onnx-quantize``).
+    onnx: Optional[str] = None
 
 
 def _get(config: Any, name: str) -> Any:
@@ -231,6 +234,8 @@ def export_model(checkpoint: PathLike, data: PathLike, out: PathLike, options: E
         raise ModelFolderError(f"--quantize {options.quantize}: choose from {', '.join(QUANTIZE_CHOICES)}")
     if options.tokenizer not in TOKENIZER_CHOICES:
         raise ModelFolderError(f"--tokenizer {options.tokenizer}: choose from {', '.join(TOKENIZER_CHOICES)}")
+    if options.onnx is not None and options.onnx not in ONNX_QUANTIZE_CHOICES:
+        raise ModelFolderError(f"--onnx-quantize {options.onnx}: choose from {', '.join(ONNX_QUANTIZE_CHOICES)}")
     if not data.is_dir():
         raise ModelFolderError(f"{data}: no such data-bin folder")
     check_out_apart(out, {"--data": (data, True), "the checkpoint": (checkpoint, False),
@@ -255,6 +260,9 @@ def export_model(checkpoint: PathLike, data: PathLike, out: PathLike, options: E
         (staging / CARD).write_text(model_card(manifest, interactive_command("THIS_FOLDER", manifest)), encoding="utf-8")
         manifest["files"] = {path.name: file_sha256(path) for path in sorted(staging.iterdir())}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if options.onnx is not None:
+            manifest["onnx"] = add_onnx(staging, options.onnx)
+            manifest["files"] = read_manifest(staging)["files"]
     return manifest
 
 
