@@ -122,3 +122,15 @@ def test_engine_onnx_on_a_folder_without_graphs_is_one_line_at_start(model):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("g2lstm-serve: error: ") and "no ONNX graphs for --engine onnx" in proc.stderr
     assert "g2lstm-export --onnx" in proc.stderr
+
+
+def test_generation_settings_only_fairseq_has_are_refused_on_onnx(model, translators):
+    from omegaconf import OmegaConf
+
+    from fairseq_g2lstm.serve.translator import OnnxSearch
+    from g2lstm_runtime.folder import ModelFolderError
+
+    settings = OmegaConf.to_container(translators["torch"].hub.cfg.generation)
+    OnnxSearch(model["graphs"], OmegaConf.create(settings), 1024, 1.5, 10, 1)  # the folder's own: served
+    with pytest.raises(ModelFolderError, match=r"\(no_repeat_ngram_size\) are fairseq's only"):
+        OnnxSearch(model["graphs"], OmegaConf.create({**settings, "no_repeat_ngram_size": 2}), 1024, 1.5, 10, 1)

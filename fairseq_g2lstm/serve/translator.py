@@ -122,15 +122,28 @@ class HubSearch:
         return self.hub.decode(torch.tensor(tokens))
 
 
+# the hub's generation settings that the runtime's beam search does not have, at the values
+# that leave fairseq's search as the runtime's (fairseq's defaults)
+SEARCH_ONLY_ON_TORCH = {"sampling": False, "no_repeat_ngram_size": 0, "match_source_len": False,
+                        "unnormalized": False, "temperature": 1.0, "diverse_beam_groups": -1, "prefix_size": 0,
+                        "lm_path": None}
+
+
 class OnnxSearch:
     """The ``onnx`` engine: the runtime's translator over the folder's ONNX graphs, with
     the hub's generation settings (length and unknown-word penalties, minimum length),
-    the server's output bound and the model's maximum target length."""
+    the server's output bound and the model's maximum target length. A folder whose
+    generation settings ask for more (:data:`SEARCH_ONLY_ON_TORCH`) is refused: it would
+    translate otherwise than on torch."""
 
     name = "onnx"
 
     def __init__(self, folder: Path, generation, max_positions: int, max_len_a: float, max_len_b: int,
                  threads: Optional[int]):
+        changed = [name for name, value in SEARCH_ONLY_ON_TORCH.items() if generation.get(name, value) != value]
+        if changed:
+            raise ModelFolderError(f"{folder}: its generation settings ({', '.join(changed)}) are fairseq's only; "
+                                   "serve it with --engine torch")
         self.runtime = RuntimeTranslator(folder, engine="onnx", threads=threads)
         self.precision = self.runtime.manifest["onnx"].get("precision", "none")  # the graphs': none, int8, ...
         self.settings = dict(max_len_a=max_len_a, max_len_b=max_len_b, min_len=generation.min_len,
