@@ -12,6 +12,6 @@ nothing of ``fairseq_g2lstm``; ``fairseq_g2lstm`` builds on it.
   ``translator``: sentences in, hypotheses out; ``translate``: ``g2lstm-translate``.
 - ``cli_args``: the command-line conventions every g2lstm tool shares.
 
-Only the torch engine of ``translator`` (``--engine torch``, for comparison) loads the
-training stack, inside the call that asks for it.
+The torch engine (``--engine torch``, for comparison) lives in the training package
+(``fairseq_g2lstm.engines.torch``); ``translator`` imports it by name, only when asked.
 """

@@ -8,7 +8,8 @@ one line out, without torch (ONNX Runtime; ``g2lstm-export --onnx`` adds the gra
 Input is prepared exactly as the model's training data was (the folder's
 ``model.json``: lowercasing, whitespace, control characters), then split by its
 sentencepiece model. ``--engine torch`` translates with fairseq's generator and the
-folder's ``model.pt`` instead (needs torch and fairseq). Bad input: one line
+folder's ``model.pt`` instead (needs torch, fairseq and fairseq-g2lstm, whose
+``fairseq_g2lstm.engines.torch`` is imported by name only then). Bad input: one line
 ``g2lstm-translate: error: ...``, exit 2.
 """
 import argparse
@@ -106,6 +107,8 @@ def run(args, out: IO[str], err: IO[str]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .translator import EngineUnavailable
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.nbest > args.beam:
@@ -114,6 +117,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"--input {args.input}: no such file")
     try:
         run(args, sys.stdout, sys.stderr)
+    except EngineUnavailable as error:
+        print(f"{PROG}: error: --engine {error} needs torch, fairseq and fairseq-g2lstm installed", file=sys.stderr)
+        return EXIT_INPUT_ERROR
     except (ModelFolderError, SearchError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR

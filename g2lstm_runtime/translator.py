@@ -3,23 +3,53 @@
 :class:`Translator` is the runtime's API (as CTranslate2's ``Translator``): it loads a
 folder once, prepares text as the training data was prepared
 (:class:`~g2lstm_runtime.text.TextPreparation`, then the folder's sentencepiece model and
-dictionary, as fairseq's sentencepiece BPE does), batches, searches (:mod:`.beam` over
-:mod:`.onnx_engine`) and turns pieces back into text as fairseq's ``--remove-bpe
-sentencepiece`` does. ``engine="torch"`` runs fairseq's own generator on the folder's
-``model.pt`` instead (it needs torch and fairseq, imported only then), for comparison.
+dictionary, as fairseq's sentencepiece BPE does), batches, hands each batch of token lists
+to its :class:`Engine` and turns pieces back into text as fairseq's ``--remove-bpe
+sentencepiece`` does. The runtime's own engine is ``onnx`` (:mod:`.beam` over
+:mod:`.onnx_engine`); an engine that needs the training stack (``torch``: fairseq's own
+generator on the folder's ``model.pt``, for comparison) is found by its module name in
+:data:`ENGINE_MODULES` and imported only when asked for, so that this package never
+imports torch, fairseq or ``fairseq_g2lstm``.
 """
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
 from .beam import Hypothesis, SearchOptions, beam_search
 from .dictionary import Dictionary
-from .folder import BPE_FILES, CHECKPOINT, TRANSLATION, ModelFolderError, PathLike, read_manifest, verify_folder
+from .folder import BPE_FILES, TRANSLATION, ModelFolderError, PathLike, read_manifest, verify_folder
 from .text import TextPreparation
 
 ENGINES = ("onnx", "torch")
+# engines of the training stack: name -> "module:class", the class built as Class(folder, threads)
+ENGINE_MODULES = {"torch": "fairseq_g2lstm.engines.torch:TorchEngine"}
+
+
+class EngineUnavailable(ModelFolderError):
+    """An engine whose module cannot be imported here (``str()``: the engine's name)."""
+
+
+class Engine(Protocol):
+    """What a :class:`Translator` searches with: a batch of source token lists (each
+    ending with EOS) in, each sentence's ``options.nbest`` hypotheses out, best first."""
+
+    name: str
+
+    def search(self, sources: Sequence[Sequence[int]], options: SearchOptions) -> List[List[Hypothesis]]:
+        ...
+
+
+def load_engine(name: str, folder: PathLike, threads: Optional[int] = None) -> Engine:
+    """The engine ``name`` of :data:`ENGINE_MODULES` over ``folder``, its module imported now."""
+    module_name, _, class_name = ENGINE_MODULES[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise EngineUnavailable(name) from None
+    return getattr(module, class_name)(folder, threads)
 
 
 @dataclass
@@ -35,20 +65,24 @@ def remove_sentencepiece(pieces: Sequence[str]) -> str:
 
 
 class Translator:
-    def __init__(self, folder: PathLike, engine: str = "onnx", threads: Optional[int] = None):
-        if engine not in ENGINES:
+    """``engine``: ``"onnx"`` (the runtime's), another name of :data:`ENGINES` (loaded by
+    :func:`load_engine`) or an :class:`Engine` already built over the same folder."""
+
+    def __init__(self, folder: PathLike, engine: Union[str, Engine] = "onnx", threads: Optional[int] = None):
+        if isinstance(engine, str) and engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
         self.folder = Path(folder)
         manifest = read_manifest(folder)
         if manifest.get("kind") != TRANSLATION:
             raise ModelFolderError(f"{folder}: not a translation model")
         languages = manifest["languages"]
-        # the files this engine reads, checked against their sha256 (hashing model.pt would
-        # cost the onnx engine's start as much as loading its graphs)
+        # the files the translator and the onnx engine read, checked against their sha256 (an
+        # engine of the training stack checks its own; hashing model.pt would cost the onnx
+        # engine's start as much as loading its graphs)
         used = [f"dict.{languages['source']}.txt", f"dict.{languages['target']}.txt"]
         used += [BPE_FILES[manifest["bpe"]["name"]][0]] if manifest.get("bpe") else []
         graphs = manifest.get("onnx") or {}
-        used += [CHECKPOINT] if engine == "torch" else [graphs.get("encoder"), graphs.get("decoder")]
+        used += [graphs.get("encoder"), graphs.get("decoder")] if engine == "onnx" else []
         self.manifest = verify_folder(folder, [name for name in used if name])
         self.source_dict = Dictionary.load(self.folder / f"dict.{languages['source']}.txt")
         self.target_dict = Dictionary.load(self.folder / f"dict.{languages['target']}.txt")
@@ -63,13 +97,11 @@ class Translator:
             self.sentencepiece = sentencepiece.SentencePieceProcessor(
                 model_file=str(self.folder / BPE_FILES["sentencepiece"][0]))
         self.max_positions = int(self.manifest.get("architecture", {}).get("max_target_positions") or 1024)
-        self.engine = engine
         if engine == "onnx":
-            from .onnx_engine import OnnxModel
-
-            self.model = OnnxModel(self.folder, self.manifest, threads)
-        else:
-            self.model = TorchEngine(self.folder, threads)
+            engine = OnnxEngine(self.folder, self.manifest, len(self.target_dict), threads)
+        elif isinstance(engine, str):
+            engine = load_engine(engine, self.folder, threads)
+        self.engine: Engine = engine
 
     def search_options(self, **values) -> SearchOptions:
         return SearchOptions(max_positions=self.max_positions, **values)
@@ -82,16 +114,7 @@ class Translator:
 
     def translate_batch(self, sources: Sequence[Sequence[int]], options: SearchOptions) -> List[List[Hypothesis]]:
         """Token indices (each ending with EOS) of one batch -> its ``nbest`` hypotheses each."""
-        if self.engine == "torch":
-            return self.model.search(sources, options)
-        width = max(len(s) for s in sources)
-        src = np.full((len(sources), width), self.source_dict.pad, np.int64)
-        for row, tokens in enumerate(sources):  # left-padded, as fairseq batches sources
-            src[row, width - len(tokens):] = tokens
-        encoded = self.model.encode(src)
-        decoder = self.model.decoder_state(encoded, options.beam)
-        return beam_search(decoder, width, len(sources), options, eos=self.target_dict.eos,
-                           pad=self.target_dict.pad, unk=self.target_dict.unk, vocab_size=len(self.target_dict))
+        return self.engine.search(sources, options)
 
     def translate(self, texts: Sequence[str], options: SearchOptions, batch_size: int = 32,
                   progress=None) -> List[List[Translation]]:
@@ -109,39 +132,33 @@ class Translator:
                 progress(len(chunk))
         return results
 
+    def text(self, tokens: Sequence[int]) -> str:
+        """Target token indices -> the translation's text (EOS dropped, pieces joined)."""
+        pieces = self.target_dict.pieces(tokens)
+        return remove_sentencepiece(pieces) if self.sentencepiece is not None else " ".join(pieces)
+
     def _translation(self, hypothesis: Hypothesis) -> Translation:
-        pieces = self.target_dict.pieces(hypothesis.tokens)
-        text = remove_sentencepiece(pieces) if self.sentencepiece is not None else " ".join(pieces)
-        return Translation(text, hypothesis.score, pieces)
+        return Translation(self.text(hypothesis.tokens), hypothesis.score, self.target_dict.pieces(hypothesis.tokens))
 
 
-class TorchEngine:
-    """fairseq's ``SequenceGenerator`` over the folder's ``model.pt`` (through the
-    training package's hub loader), searching the same token batches."""
+class OnnxEngine:
+    """The folder's ONNX graphs (:class:`~g2lstm_runtime.onnx_engine.OnnxModel`) under
+    :func:`~g2lstm_runtime.beam.beam_search`."""
 
-    def __init__(self, folder: Path, threads: Optional[int]):
-        import torch
+    name = "onnx"
 
-        from fairseq_g2lstm.export import hub_from_folder
+    def __init__(self, folder: Path, manifest, vocab_size: int, threads: Optional[int]):
+        from .onnx_engine import OnnxModel
 
-        if threads:
-            torch.set_num_threads(threads)
-        self.torch = torch
-        self.hub = hub_from_folder(folder).eval()
+        self.model = OnnxModel(folder, manifest, threads)
+        self.vocab_size = vocab_size  # the target dictionary's
 
     def search(self, sources: Sequence[Sequence[int]], options: SearchOptions) -> List[List[Hypothesis]]:
-        from fairseq.sequence_generator import SequenceGenerator
-
-        torch, hub = self.torch, self.hub
-        generator = SequenceGenerator(hub.models, hub.tgt_dict, beam_size=options.beam, max_len_a=options.max_len_a,
-                                      max_len_b=options.max_len_b, min_len=options.min_len,
-                                      len_penalty=options.lenpen, unk_penalty=options.unkpen)
         width = max(len(s) for s in sources)
-        src = torch.full((len(sources), width), hub.src_dict.pad(), dtype=torch.long)
-        for row, tokens in enumerate(sources):
-            src[row, width - len(tokens):] = torch.tensor(tokens)
-        sample = {"net_input": {"src_tokens": src, "src_lengths": torch.tensor([len(s) for s in sources])}}
-        with torch.no_grad():
-            found = generator.generate(hub.models, sample)
-        return [[Hypothesis(h["tokens"].tolist(), float(h["score"]), h["positional_scores"].tolist())
-                 for h in hypos[: options.nbest]] for hypos in found]
+        src = np.full((len(sources), width), Dictionary.pad, np.int64)  # [B,S]
+        for row, tokens in enumerate(sources):  # left-padded, as fairseq batches sources
+            src[row, width - len(tokens):] = tokens
+        encoded = self.model.encode(src)
+        decoder = self.model.decoder_state(encoded, options.beam)
+        return beam_search(decoder, width, len(sources), options, eos=Dictionary.eos, pad=Dictionary.pad,
+                           unk=Dictionary.unk, vocab_size=self.vocab_size)

@@ -64,7 +64,8 @@ OPTIONS = [
 @pytest.mark.parametrize("model", ["toy", "reversal"])
 @pytest.mark.parametrize("values", OPTIONS, ids=lambda v: ",".join(f"{k}={x}" for k, x in v.items()))
 def test_beam_search_over_onnx_finds_what_fairseq_finds(folders, model, values):
-    from g2lstm_runtime.translator import TorchEngine, Translator
+    from fairseq_g2lstm.engines.torch import TorchEngine
+    from g2lstm_runtime.translator import Translator
 
     translator = Translator(folders[model], engine="onnx", threads=1)
     options = translator.search_options(**values)
@@ -107,9 +108,20 @@ def test_runtime_modules_import_neither_torch_nor_fairseq():
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             top = {n.split(".")[0] for n in names}
-            if top & {"torch", "fairseq", "fairseq_g2lstm"}:
-                # only the torch engine, inside a function, loads the training stack when asked
-                assert path.name == "translator.py" and node.col_offset > 0, (path.name, names)
+            assert not top & {"torch", "fairseq", "fairseq_g2lstm"}, (path.name, names)  # in functions too
+
+
+def test_the_torch_engine_is_found_by_name_and_searches_as_one_given(folders):
+    from fairseq_g2lstm.engines.torch import TorchEngine
+    from g2lstm_runtime.translator import Translator
+
+    by_name = Translator(folders["reversal"], engine="torch", threads=1)
+    given = Translator(folders["reversal"], engine=TorchEngine(folders["reversal"], threads=1))
+    assert type(by_name.engine) is TorchEngine and by_name.engine.name == "torch"
+    sentences = ["w1 w2 w3", "w4 w5 w6 w7"]
+    options = by_name.search_options(beam=3, nbest=2)
+    assert ([[t.text for t in ts] for ts in by_name.translate(sentences, options)]
+            == [[t.text for t in ts] for ts in given.translate(sentences, options)])
 
 
 def test_each_engine_checks_the_files_it_reads(folders, tmp_path):

@@ -57,9 +57,10 @@ def test_a_translation_cut_at_the_output_bound_is_marked_and_logged(model, trans
 
 
 def test_the_default_output_bound_grows_with_the_source(translator):
-    generator = translator.generator(False, 5)
-    assert translator.output_bound(generator, 10) == 25
-    assert translator.output_bound(generator, 400) >= 1.5 * 400  # fairseq-interactive's default stops at 200
+    generator = translator.engine.generator(5)
+    assert translator.output_bound(10) == 25 == min(int(generator.max_len_a * 10 + generator.max_len_b),
+                                                    generator.max_len - 1)
+    assert translator.output_bound(400) >= 1.5 * 400  # fairseq-interactive's default stops at 200
 
 
 def test_a_400_piece_paragraph_is_not_cut_at_200(model):

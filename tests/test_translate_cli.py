@@ -122,3 +122,7 @@ def test_the_onnx_engine_runs_in_a_venv_without_torch_or_fairseq(folder, tmp_pat
     full = translate(folder, *args[3:]).stdout.decode()
     torch_engine = translate(folder, *args[3:], "--engine", "torch").stdout.decode()
     assert alone.stdout == full == torch_engine and len(full.splitlines()) == len(SENTENCES)
+    no_torch = subprocess.run([str(RUNTIME_PYTHON), *args, "--engine", "torch"], capture_output=True, text=True,
+                              env=env, cwd=tmp_path)
+    assert no_torch.returncode == 2 and no_torch.stdout == "" and no_torch.stderr == (
+        "g2lstm-translate: error: --engine torch needs torch, fairseq and fairseq-g2lstm installed\n")

@@ -4,11 +4,14 @@ Usage::
 
     g2lstm-serve /tmp/demo-model                       # http://127.0.0.1:8000/
     g2lstm-serve models/g2-de-en models/plain-de-en --port 8080 --api-keys keys.txt
+    g2lstm-serve /tmp/demo-model --engine torch         # fairseq's generator, not the ONNX graphs
 
 LibreTranslate's API (``POST /translate``, ``GET /languages``), ours (``/v1/...``) and a
 web page at ``/``; docs/serving.md has the API and the limits. The server runs under
 uvicorn; SIGTERM (or Ctrl-C) stops accepting connections, finishes the requests in
-flight, then exits. A bad folder or flag prints one ``g2lstm-serve: error: ...`` line
+flight, then exits. ``--engine onnx`` (the default for a folder with ONNX graphs, from
+``g2lstm-export --onnx``) translates on ONNX Runtime, ``--engine torch`` (the default
+otherwise) with fairseq's generator; gates come from the torch model either way. A bad folder or flag prints one ``g2lstm-serve: error: ...`` line
 and exits 2 before anything listens.
 """
 import argparse
@@ -16,6 +19,8 @@ import logging
 import socket
 import sys
 from typing import List, Optional, Sequence
+
+from g2lstm_runtime.translator import ENGINES
 
 from ..cli_args import EXIT_INPUT_ERROR, OneLineParser, configure_logging, positive_float, positive_int
 from .limits import MAX_LEN_A, MAX_LEN_B
@@ -30,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "first of each language pair answers LibreTranslate requests for it")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default %(default)s; 0: any free port)")
+    parser.add_argument("--engine", choices=ENGINES,
+                        help="onnx: the folder's ONNX graphs on ONNX Runtime (g2lstm-export --onnx adds them); torch: "
+                             "fairseq's generator on model.pt (default: onnx for a folder with ONNX graphs, else torch); "
+                             "gates and hard gates always come from torch")
     parser.add_argument("--beam", type=positive_int, default=5, help="beam size by default (default %(default)s)")
     parser.add_argument("--max-len-a", type=positive_float, default=MAX_LEN_A,
                         help="a translation may have up to A * S + B tokens for a source of S (default A: "
@@ -56,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     access.add_argument("--api-keys", metavar="FILE", help="require an api_key from this file (one per line)")
     access.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow browser pages from ORIGIN to call the API (repeatable; default: none)")
-    parser.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=positive_int,
+                        help="torch threads, and ONNX Runtime's for the onnx engine (default: torch's; ONNX Runtime: "
+                             "OMP_NUM_THREADS, else 2)")
     return parser
 
 
@@ -159,7 +170,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except OSError as error:
         return fail(f"cannot listen on {args.host}:{args.port} ({error.strerror or error})")
     try:
-        translators = [Translator(folder, model_id, max_len_a=args.max_len_a, max_len_b=args.max_len_b)
+        translators = [Translator(folder, model_id, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
+                                  engine=args.engine, threads=args.threads)
                        for folder, model_id in zip(args.folders, model_ids(args.folders))]
     except ModelFolderError as error:
         sock.close()
@@ -167,7 +179,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     app = create_app(translators, settings)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"{PROG}: serving {', '.join(t.id + ' (' + t.source + '->' + t.target + ')' for t in translators)} "
+    print(f"{PROG}: serving {', '.join(t.id + ' (' + t.source + '->' + t.target + ', ' + t.engine.name + ')' for t in translators)} "
           f"on http://{shown}:{port}/", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=int(limits.request_timeout_s) + 5,
                             lifespan="on")
