@@ -71,6 +71,7 @@ setup(
             "g2lstm-compression-sweep = fairseq_g2lstm.compress.sweep:main",
             "g2lstm-export = fairseq_g2lstm.export.cli:main",
             "g2lstm-serve = fairseq_g2lstm.serve.cli:main",
+            "g2lstm-translate = g2lstm_runtime.translate:main",
             "g2lstm-user-dir = fairseq_g2lstm.__main__:main",
         ]
     },
