@@ -9,6 +9,7 @@ short, and as learnable, as without one.
 """
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +54,18 @@ def served_model(tmp_path_factory) -> Dict[str, Path]:
     cli("g2lstm-export", checkpoint, "--data", data, "--out", root / "reverse-de-en")
     _BUILT.update(data=data, checkpoint=checkpoint, folder=root / "reverse-de-en")
     return _BUILT
+
+
+def served_model_with_graphs(tmp_path_factory) -> Path:
+    """A copy of :func:`served_model`'s folder with ONNX graphs added by
+    ``g2lstm-export --onnx DIR`` (same folder name, so the same model id); built once per
+    session. Tests copy it before they change it."""
+    if "graphs" not in _BUILT:
+        graphs = tmp_path_factory.mktemp("served-graphs") / "reverse-de-en"
+        shutil.copytree(served_model(tmp_path_factory)["folder"], graphs)
+        cli("g2lstm-export", "--onnx", graphs)
+        _BUILT["graphs"] = graphs
+    return _BUILT["graphs"]
 
 
 def interactive(folder: Path, sentences: List[str], beam: int = 5) -> List[str]:

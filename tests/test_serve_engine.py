@@ -2,15 +2,14 @@
 n-best, tokens, scores, truncation, gates) through both APIs, ``/v1/models`` names the
 engine, onnx is the default where the folder has graphs, and ``--engine onnx`` on a folder
 without them is refused in one line."""
-import shutil
 import subprocess
 import sys
 
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import REPO, cli
-from served_model import SENTENCES, running_server, served_model
+from conftest import REPO
+from served_model import SENTENCES, running_server, served_model, served_model_with_graphs
 
 pytest.importorskip("onnxruntime")
 
@@ -21,11 +20,7 @@ TEXTS = SENTENCES + ["  w1\u00a0 w2\tw3  ", "w8"]
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """The served test model: its plain folder, and a copy with ONNX graphs (g2lstm-export --onnx DIR)."""
-    built = served_model(tmp_path_factory)
-    graphs = tmp_path_factory.mktemp("serve-engine") / "reverse-de-en"
-    shutil.copytree(built["folder"], graphs)
-    cli("g2lstm-export", "--onnx", graphs)
-    return {"plain": built["folder"], "graphs": graphs}
+    return {"plain": served_model(tmp_path_factory)["folder"], "graphs": served_model_with_graphs(tmp_path_factory)}
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from conftest import REPO, cli
-from served_model import SENTENCES, served_model
+from conftest import REPO
+from served_model import SENTENCES, served_model_with_graphs
 
 pytest.importorskip("onnxruntime")
 
@@ -25,11 +25,7 @@ def translate(*args, input=None, check=True, env=None):
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """The served test model's folder, with ONNX graphs added by g2lstm-export --onnx DIR."""
-    built = served_model(tmp_path_factory)
-    copy = tmp_path_factory.mktemp("translate") / "reverse-de-en"
-    shutil.copytree(built["folder"], copy)
-    cli("g2lstm-export", "--onnx", copy)
-    return copy
+    return served_model_with_graphs(tmp_path_factory)
 
 
 def test_a_file_and_stdin_translate_alike_and_as_the_torch_engine_and_the_hub(folder, tmp_path):
