@@ -87,6 +87,9 @@ class Translator:
         self.source_dict = Dictionary.load(self.folder / f"dict.{languages['source']}.txt")
         self.target_dict = Dictionary.load(self.folder / f"dict.{languages['target']}.txt")
         self.prepare = TextPreparation.from_manifest(self.manifest)
+        if self.prepare.tokenizer:  # the runtime has no Moses: the input would differ from the training text
+            raise ModelFolderError(f"{folder}: its text was {self.prepare.tokenizer}-tokenized before the BPE; "
+                                   "the runtime applies no tokenizer (translate it with the torch hub)")
         bpe = self.manifest.get("bpe")
         self.sentencepiece = None
         if bpe:

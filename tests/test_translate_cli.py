@@ -93,6 +93,22 @@ def test_a_folder_without_graphs_or_no_folder_is_one_line(folder, tmp_path):
         assert proc.returncode == 2 and err.count("\n") == 1 and message in err, err
 
 
+def test_a_folder_whose_text_was_tokenized_is_refused_in_one_line(folder, tmp_path):
+    """The runtime applies no tokenizer: a folder whose model.json records one (g2lstm-export
+    --tokenizer moses) would get other input than its training text, so it is refused."""
+    import json
+
+    moses = tmp_path / "moses"
+    shutil.copytree(folder, moses)
+    manifest = json.loads((moses / "model.json").read_text())
+    (moses / "model.json").write_text(json.dumps({**manifest, "tokenizer": "moses"}))
+    proc = translate(moses, input=b"w1\n", check=False)
+    assert proc.returncode == 2 and proc.stdout == b""
+    assert proc.stderr.decode().splitlines() == [
+        f"g2lstm-translate: error: {moses}: its text was moses-tokenized before the BPE; "
+        "the runtime applies no tokenizer (translate it with the torch hub)"]
+
+
 RUNTIME_PYTHON = REPO / ".venv-runtime" / "bin" / "python"
 
 
