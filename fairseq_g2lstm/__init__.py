@@ -10,7 +10,7 @@ Layout, bottom up; a room imports only from its own floor and those below
    (:mod:`.models.loading`);
 5. the tools on a model: ``checkpoints``, ``compress``, ``gate_stats``, ``quantize``,
    ``export``, ``data``;
-6. what serves an exported model: ``serve``.
+6. what serves or runs an exported model: ``serve``, ``engines``.
 
 ``atomic_file``, ``cli_args`` and ``compat`` are small helpers any room may use; the
 torch-free :mod:`g2lstm_runtime` is a separate package that never imports this one.
