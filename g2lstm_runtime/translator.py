@@ -23,9 +23,9 @@ from .dictionary import Dictionary
 from .folder import BPE_FILES, TRANSLATION, ModelFolderError, PathLike, read_manifest, verify_folder
 from .text import TextPreparation
 
-ENGINES = ("onnx", "torch")
 # engines of the training stack: name -> "module:class", the class built as Class(folder, threads)
 ENGINE_MODULES = {"torch": "fairseq_g2lstm.engines.torch:TorchEngine"}
+ENGINES = ("onnx", *ENGINE_MODULES)  # the runtime's own first
 
 
 class EngineUnavailable(ModelFolderError):
